@@ -1,0 +1,101 @@
+"""Gas per meter reading and per published band on the community contracts.
+
+Prints, for batches of 1, 10 and 100 readings (one reading per meter, all meters at the
+same minute, the way the gateway batches a minute of a community):
+  - gas per reading at the first minute of a market slot (new storage word per meter),
+  - gas per reading at a later minute of the slot (word already written),
+  - the average over a whole 15-minute slot, which is what a community pays.
+and gas per band for bands covering 1, 15 and 60 minutes (new and overwritten).
+Target (issue 2): ≤ 20,000 gas per reading in batches of 100.
+
+Gas is deterministic, so one run is enough: the in-process chain (eth-tester, py-evm) is
+used; gas does not depend on the machine.
+
+usage: .venv/bin/python benchmarks/gas.py
+"""
+
+from __future__ import annotations
+
+from node import units
+from node.accounts import Keyring
+from node.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from node.deploy import CommunityConfig, deploy_community
+from node.inprocess_chain import fund, start_eth_tester
+from node.solidity import build_contracts
+
+BATCH_SIZES = (1, 10, 100)
+SLOT_MINUTES = 15
+TARGET_GAS_PER_READING = 20_000
+
+
+def setup(meter_count: int):
+    client, funder, _ = start_eth_tester(build_contracts().artifacts)
+    keyring = Keyring.ephemeral()
+    fund(client, funder, [keyring[name].address for name in ("admin", "gateway", "ocm", "member")])
+    admin = keyring["admin"]
+    community = Community(client, deploy_community(client, admin, CommunityConfig(slot_minutes=SLOT_MINUTES)))
+    community.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
+    community.grant_role(admin, Role.OCM_ORACLE, keyring["ocm"].address)
+    member = keyring["member"].address
+    community.add_member(admin, member, "member")
+    for index in range(meter_count):
+        community.register_meter(admin, Meter(f"M{index:04d}", index, member, member))
+    community.register_flexibility(admin, Flexibility("BAT", member, 1, FlexKind.BATTERY, -50, 50))
+    return client, keyring, community
+
+
+def reading_gas(client, keyring, community) -> list[tuple[int, float, float, float]]:
+    rows = []
+    now = client.w3.eth.get_block("latest")["timestamp"] // 60
+    slot_start = (now // SLOT_MINUTES - 20) * SLOT_MINUTES
+    for round_index, size in enumerate(BATCH_SIZES):
+        first_minute = slot_start - round_index * SLOT_MINUTES
+        per_reading = []
+        for minute in (first_minute, first_minute + 1):
+            batch = [
+                MeterReading(f"M{i:04d}", units.minute_to_unix(minute), 1.234 + i, 0.1, 0.987, -1.25)
+                for i in range(size)
+            ]
+            receipt = community.record_readings(keyring["gateway"], batch)
+            per_reading.append(receipt["gasUsed"] / size)
+        slot_average = (per_reading[0] + (SLOT_MINUTES - 1) * per_reading[1]) / SLOT_MINUTES
+        rows.append((size, per_reading[0], per_reading[1], slot_average))
+    return rows
+
+
+def band_gas(client, keyring, community) -> list[tuple[int, float, float]]:
+    rows = []
+    now = client.w3.eth.get_block("latest")["timestamp"] // 60
+    start = (now // 60 + 2) * 60
+    for minutes in (1, 15, 60):
+        gas = []
+        for p_max in (40.0, 30.0):  # first publication, then an overwrite of the same minutes
+            band = Band(
+                "BAT",
+                units.minute_to_unix(start),
+                units.minute_to_unix(start + minutes),
+                -10.0,
+                p_max,
+            )
+            gas.append(community.publish_bands(keyring["ocm"], [band])["gasUsed"])
+        rows.append((minutes, gas[0], gas[1]))
+        start += 120
+    return rows
+
+
+def main() -> None:
+    client, keyring, community = setup(max(BATCH_SIZES))
+    print(f"Gas per meter reading (MeasurementLedger.recordReadings, slot = {SLOT_MINUTES} min)")
+    print(f"{'batch':>6} {'1st minute of slot':>19} {'later minute':>13} {'slot average':>13}")
+    for size, first, later, average in reading_gas(client, keyring, community):
+        print(f"{size:>6} {first:>19,.0f} {later:>13,.0f} {average:>13,.0f}")
+    print(f"target: <= {TARGET_GAS_PER_READING:,} gas per reading in batches of 100 (slot average)")
+    print()
+    print("Gas per published band (CapacityLimits.publishBands, one band per transaction)")
+    print(f"{'minutes':>8} {'new':>10} {'overwrite':>10} {'new per minute':>15}")
+    for minutes, new, overwrite in band_gas(client, keyring, community):
+        print(f"{minutes:>8} {new:>10,} {overwrite:>10,} {new / minutes:>15,.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Entry point of the ``lec`` command: builds the parser from the subcommand modules."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from node.cli.errors import CliError
+
+# Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
+SUBCOMMAND_MODULES = [
+    "node.cli.up",
+    "node.cli.contracts",
+]
+
+DESCRIPTION = """\
+lec: the node of a local energy community.
+
+Members trade energy peer to peer on a proof-of-authority chain; the grid operator
+publishes, for every flexibility, a band [P_min, P_max] that keeps the feeder's
+voltages and lines within their limits; meters report P, Q, V and angle every minute.
+
+Start here:
+  lec up                       run the whole community node on embedded defaults
+  lec contracts build          compile the Solidity contracts (offline, cached)
+  lec loadflow NET.json        HELM load flow of a pandapower network
+
+Every subcommand has its own --help with examples.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lec", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

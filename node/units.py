@@ -1,0 +1,114 @@
+"""Conversions between Python units and the integers stored on chain.
+
+Python side: kW, kvar, per-unit voltage, degrees, UTC Unix seconds, token units.
+Chain side: W, var, µpu (1e-6 pu), µdeg (1e-6 degree), Unix minutes, smallest token units.
+This is the only module that scales by 1000 or 1e6; everything else calls it.
+Sign convention everywhere: load convention, positive power = consumption.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+SECONDS_PER_MINUTE = 60
+TOKEN_DECIMALS = 18
+ID_BYTES = 32
+
+
+class UnitError(ValueError):
+    """A value cannot be represented on chain (not finite, not aligned, too long)."""
+
+
+def _scaled(value: float, factor: float, what: str) -> int:
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise UnitError(f"{what} must be a finite number, got {value!r}")
+    return round(number * factor)
+
+
+def kw_to_w(kw: float) -> int:
+    """Active power kW → integer W (rounded to the nearest watt)."""
+    return _scaled(kw, 1000, "active power (kW)")
+
+
+def w_to_kw(watts: int) -> float:
+    return watts / 1000
+
+
+def kvar_to_var(kvar: float) -> int:
+    """Reactive power kvar → integer var."""
+    return _scaled(kvar, 1000, "reactive power (kvar)")
+
+
+def var_to_kvar(var: int) -> float:
+    return var / 1000
+
+
+def pu_to_micro_pu(pu: float) -> int:
+    """Voltage magnitude in per unit → integer µpu."""
+    return _scaled(pu, 1_000_000, "voltage (pu)")
+
+
+def micro_pu_to_pu(micro_pu: int) -> float:
+    return micro_pu / 1_000_000
+
+
+def deg_to_micro_deg(degrees: float) -> int:
+    """Voltage angle in degrees → integer µdeg."""
+    return _scaled(degrees, 1_000_000, "angle (degree)")
+
+
+def micro_deg_to_deg(micro_deg: int) -> float:
+    return micro_deg / 1_000_000
+
+
+def unix_minute(unix_seconds: float) -> int:
+    """UTC Unix seconds (minute aligned) → Unix minute, the chain's time index."""
+    seconds = int(unix_seconds)
+    if seconds != unix_seconds or seconds % SECONDS_PER_MINUTE:
+        raise UnitError(f"time {unix_seconds!r} is not aligned to a whole minute")
+    return seconds // SECONDS_PER_MINUTE
+
+
+def minute_to_unix(minute: int) -> int:
+    """Unix minute → UTC Unix seconds."""
+    return minute * SECONDS_PER_MINUTE
+
+
+def slot_of_minute(minute: int, slot_minutes: int) -> int:
+    """Market slot index that contains Unix minute ``minute``."""
+    return minute // slot_minutes
+
+
+def watt_minutes_to_kwh(watt_minutes: int) -> float:
+    """Energy accumulated by the ledger (sum of W over minutes) → kWh."""
+    return watt_minutes / 60_000
+
+
+def tokens_to_units(tokens: float | str | Decimal) -> int:
+    """Token amount (e.g. 2.5 or "2.5") → smallest token units (18 decimals), exactly."""
+    try:
+        amount = Decimal(str(tokens))
+    except InvalidOperation as error:
+        raise UnitError(f"token amount must be a number, got {tokens!r}") from error
+    if not amount.is_finite():
+        raise UnitError(f"token amount must be finite, got {tokens!r}")
+    return int(amount.scaleb(TOKEN_DECIMALS).to_integral_value())
+
+
+def units_to_tokens(units: int) -> Decimal:
+    """Smallest token units → token amount, exactly."""
+    return Decimal(units).scaleb(-TOKEN_DECIMALS)
+
+
+def encode_id(human_id: str) -> bytes:
+    """Human id of a meter or flexibility (``"CS01"``) → bytes32 (UTF-8, zero padded)."""
+    raw = human_id.encode("utf-8")
+    if not raw or len(raw) > ID_BYTES or b"\x00" in raw:
+        raise UnitError(f"id {human_id!r} must be 1..32 bytes of UTF-8 without NUL")
+    return raw.ljust(ID_BYTES, b"\x00")
+
+
+def decode_id(raw: bytes) -> str:
+    """bytes32 id → human id."""
+    return bytes(raw).rstrip(b"\x00").decode("utf-8", errors="replace")

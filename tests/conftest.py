@@ -1,0 +1,13 @@
+"""Fixtures shared by every test suite."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.solidity import build_contracts
+
+
+@pytest.fixture(scope="session")
+def artifacts():
+    """The compiled contracts (cached build)."""
+    return build_contracts().artifacts
