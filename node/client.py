@@ -12,7 +12,7 @@ import ast
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.logs import DISCARD
+from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import TxReceipt
 
 from node.solidity import ContractArtifact
@@ -163,6 +164,8 @@ class ChainClient:
     """web3 plus signing, nonce tracking, gas estimation and error decoding."""
 
     def __init__(self, w3: Web3, artifacts: dict[str, ContractArtifact] | None = None):
+        if "poa_extradata" not in w3.middleware_onion:  # clique blocks carry 97+ bytes of extraData
+            w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0, name="poa_extradata")
         self.w3 = w3
         self.artifacts = dict(artifacts or {})
         self.errors = ErrorDecoder(artifact.abi for artifact in self.artifacts.values())
@@ -242,20 +245,22 @@ class ChainClient:
         with self._nonce_lock:
             nonce = self._next_nonce(signer.address)
             transaction = function.build_transaction({**base, "gas": gas, "nonce": nonce})
-            signed = signer.account.sign_transaction(transaction)
-            try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except Exception:
-                self._nonces.pop(signer.address, None)  # resynchronise on the next send
-                raise
-            self._nonces[signer.address] = nonce + 1
-        return bytes(tx_hash)
+            return self._send_signed(transaction, signer, where)
 
     def transact(self, function: Any, signer: Signer, gas: int | None = None, where: str = "") -> TxReceipt:
         """``send`` and wait for the receipt; a failed transaction raises ``ContractRevert``."""
         where = where or self._describe(function)
         tx_hash = self.send(function, signer, gas=gas, where=where)
         return self.wait(tx_hash, where)
+
+    def transact_all(self, calls: Sequence[tuple[Any, Signer]], gas: int) -> list[TxReceipt]:
+        """Send every ``(function, signer)`` without waiting in between (one block can hold
+        them all; each sender's calls keep their order), then wait for all receipts.
+        ``gas`` is given, not estimated: a call may depend on an earlier one not mined yet."""
+        hashes = [
+            (self.send(function, signer, gas=gas), self._describe(function)) for function, signer in calls
+        ]
+        return [self.wait(tx_hash, where) for tx_hash, where in hashes]
 
     def wait(self, tx_hash: bytes, where: str = "transaction") -> TxReceipt:
         """Wait for the receipt of ``tx_hash``; raise if it failed."""
@@ -271,32 +276,49 @@ class ChainClient:
             raise self._replay_failure(receipt, where)
         return receipt
 
-    def transfer_ether(self, signer: Signer, to: str, wei: int) -> TxReceipt:
-        """Plain value transfer (funding accounts with gas money)."""
+    def send_ether(self, signer: Signer, to: str, wei: int, fees: dict[str, int] | None = None) -> bytes:
+        """Sign and send a plain value transfer; returns the hash without waiting.
+        ``fees`` (``maxFeePerGas``, ``maxPriorityFeePerGas``) default to the node's."""
         with self._nonce_lock:
-            nonce = self._next_nonce(signer.address)
             transaction = {
                 "to": to_checksum_address(to),
                 "value": wei,
                 "gas": 21_000,
-                "nonce": nonce,
+                "nonce": self._next_nonce(signer.address),
                 "chainId": self.chain_id,
-                **self._fees(),
+                **(fees or self.suggested_fees()),
             }
-            tx_hash = self.w3.eth.send_raw_transaction(
-                signer.account.sign_transaction(transaction).raw_transaction
-            )
-            self._nonces[signer.address] = nonce + 1
-        return self.wait(bytes(tx_hash), f"transfer to {to}")
+            return self._send_signed(transaction, signer, f"transfer to {to}")
 
-    # ---------------------------------------------------------------- internals
+    def transfer_ether(self, signer: Signer, to: str, wei: int) -> TxReceipt:
+        """Plain value transfer (funding accounts with gas money), waited for."""
+        return self.wait(self.send_ether(signer, to, wei), f"transfer to {to}")
 
-    def _fees(self) -> dict[str, int]:
+    def suggested_fees(self) -> dict[str, int]:
+        """EIP-1559 fee fields that cover two doublings of the base fee."""
         base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas")
         if base_fee is None:
             return {"gasPrice": self.w3.eth.gas_price}
         tip = 1_000_000_000
         return {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
+
+    # ---------------------------------------------------------------- internals
+
+    def _send_signed(self, transaction: dict, signer: Signer, where: str) -> bytes:
+        """Sign and submit (the caller holds the nonce lock); the node's refusal becomes
+        a ``ChainError`` and the nonce is re-read next time."""
+        signed = signer.account.sign_transaction(transaction)
+        try:
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        except Web3RPCError as error:
+            self._nonces.pop(signer.address, None)
+            message = error.rpc_response.get("error", {}).get("message") if error.rpc_response else None
+            raise ChainError(f"{where} refused by the node: {message or error}") from None
+        except Exception:
+            self._nonces.pop(signer.address, None)
+            raise
+        self._nonces[signer.address] = transaction["nonce"] + 1
+        return bytes(tx_hash)
 
     def _next_nonce(self, address: str) -> int:
         if address not in self._nonces:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_utils import keccak
+from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
 from node import units
@@ -149,22 +150,30 @@ class Community:
 
     # -------------------------------------------------------------- roles, members
 
+    def grant_role_call(self, role: Role, account: str) -> ContractFunction:
+        return self.registry.functions.grantRole(role.value, account)
+
     def grant_role(self, admin: Signer, role: Role, account: str) -> TxReceipt:
-        return self.client.transact(self.registry.functions.grantRole(role.value, account), admin)
+        return self.client.transact(self.grant_role_call(role, account), admin)
 
     def has_role(self, role: Role, account: str) -> bool:
         return self.client.call(self.registry.functions.hasRole(role.value, account))
 
+    def add_member_call(self, account: str, name: str) -> ContractFunction:
+        return self.registry.functions.addMember(account, units.encode_id(name))
+
     def add_member(self, admin: Signer, account: str, name: str) -> TxReceipt:
-        return self.client.transact(self.registry.functions.addMember(account, units.encode_id(name)), admin)
+        return self.client.transact(self.add_member_call(account, name), admin)
 
     # ------------------------------------------------------- meters, flexibilities
 
-    def register_meter(self, admin: Signer, meter: Meter) -> TxReceipt:
-        call = self.registry.functions.registerMeter(
+    def register_meter_call(self, meter: Meter) -> ContractFunction:
+        return self.registry.functions.registerMeter(
             units.encode_id(meter.meter_id), meter.bus, meter.member, meter.signer
         )
-        return self.client.transact(call, admin)
+
+    def register_meter(self, admin: Signer, meter: Meter) -> TxReceipt:
+        return self.client.transact(self.register_meter_call(meter), admin)
 
     def meter(self, meter_id: str) -> Meter:
         member, bus, active, signer = self.client.call(
@@ -176,7 +185,10 @@ class Community:
         return [units.decode_id(raw) for raw in self.client.call(self.registry.functions.meterIds())]
 
     def register_flexibility(self, admin: Signer, flex: Flexibility) -> TxReceipt:
-        call = self.registry.functions.registerFlexibility(
+        return self.client.transact(self.register_flexibility_call(flex), admin)
+
+    def register_flexibility_call(self, flex: Flexibility) -> ContractFunction:
+        return self.registry.functions.registerFlexibility(
             units.encode_id(flex.flex_id),
             flex.owner,
             flex.bus,
@@ -186,7 +198,6 @@ class Community:
             flex.priority_group,
             units.encode_id(flex.meter_id) if flex.meter_id else bytes(32),
         )
-        return self.client.transact(call, admin)
 
     def flexibility(self, flex_id: str) -> Flexibility:
         owner, bus, kind, group, active, p_low, p_high, meter = self.client.call(
@@ -209,9 +220,11 @@ class Community:
 
     # ------------------------------------------------------------------ readings
 
+    def record_readings_call(self, readings: Sequence[MeterReading]) -> ContractFunction:
+        return self.ledger.functions.recordReadings([reading.to_chain() for reading in readings])
+
     def record_readings(self, gateway: Signer, readings: Sequence[MeterReading]) -> TxReceipt:
-        call = self.ledger.functions.recordReadings([reading.to_chain() for reading in readings])
-        return self.client.transact(call, gateway)
+        return self.client.transact(self.record_readings_call(readings), gateway)
 
     def slot_energy(self, meter_id: str, slot: int) -> SlotEnergy:
         count, active, reactive = self.client.call(
@@ -226,9 +239,11 @@ class Community:
 
     # --------------------------------------------------------------------- bands
 
+    def publish_bands_call(self, bands: Sequence[Band]) -> ContractFunction:
+        return self.limits.functions.publishBands([band.to_chain() for band in bands])
+
     def publish_bands(self, ocm: Signer, bands: Sequence[Band]) -> TxReceipt:
-        call = self.limits.functions.publishBands([band.to_chain() for band in bands])
-        return self.client.transact(call, ocm)
+        return self.client.transact(self.publish_bands_call(bands), ocm)
 
     def band_at(self, flex_id: str, time: int) -> BandInForce:
         minute = units.unix_minute(time - time % units.SECONDS_PER_MINUTE)

@@ -8,6 +8,7 @@ from node.accounts import Keyring
 from node.client import Signer
 from node.community import Community, Flexibility, FlexKind, Meter, Role
 
+REGISTRATION_GAS = 400_000
 SERVICE_ROLES = {
     "dso": Role.DSO,
     "ocm": Role.OCM_ORACLE,
@@ -38,20 +39,31 @@ DEMO_MEMBERS = (
 
 
 def setup_demo_community(community: Community, keyring: Keyring) -> list[Signer]:
-    """Grant the service roles and register the demo members; returns the member signers."""
+    """Grant the service roles and register the demo members in one pipelined batch
+    (one or two blocks); returns the member signers."""
     admin = keyring["admin"]
-    for account_name, role in SERVICE_ROLES.items():
-        community.grant_role(admin, role, keyring[account_name].address)
+    calls = [
+        (community.grant_role_call(role, keyring[name].address), admin)
+        for name, role in SERVICE_ROLES.items()
+    ]
     members = []
     for member in DEMO_MEMBERS:
         signer = keyring[member.name]
         members.append(signer)
-        community.add_member(admin, signer.address, member.name)
         meter_key = keyring[f"meter-{member.meter_id}"]
-        community.register_meter(admin, Meter(member.meter_id, member.bus, signer.address, meter_key.address))
+        calls.append((community.add_member_call(signer.address, member.name), admin))
+        calls.append(
+            (
+                community.register_meter_call(
+                    Meter(member.meter_id, member.bus, signer.address, meter_key.address)
+                ),
+                admin,
+            )
+        )
         for flex_id, kind, low, high, group in member.flexibilities:
             flexibility = Flexibility(
                 flex_id, signer.address, member.bus, kind, low, high, group, member.meter_id
             )
-            community.register_flexibility(admin, flexibility)
+            calls.append((community.register_flexibility_call(flexibility), admin))
+    community.client.transact_all(calls, gas=REGISTRATION_GAS)
     return members

@@ -84,3 +84,20 @@ def deploy_community(client: ChainClient, admin: Signer, config: CommunityConfig
         deployment.block,
     )
     return deployment
+
+
+def ensure_deployment(
+    client: ChainClient, admin: Signer, data_dir: Path, config: CommunityConfig
+) -> tuple[Deployment, bool]:
+    """The community recorded in ``data_dir`` if its contracts exist on this chain,
+    otherwise a fresh deployment (recorded). Returns (deployment, newly deployed)."""
+    recorded = Deployment.load(data_dir)
+    if recorded is not None and recorded.chain_id == client.chain_id:
+        registry = recorded.addresses.get("CommunityRegistry", "")
+        if registry and client.w3.eth.get_code(registry):
+            log.info("using the community recorded in %s", data_dir / DEPLOYMENT_FILE)
+            return recorded, False
+        log.warning("recorded contracts are not on chain %d; deploying anew", client.chain_id)
+    deployment = deploy_community(client, admin, config)
+    deployment.save(data_dir)
+    return deployment, True

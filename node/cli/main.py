@@ -12,8 +12,12 @@ from node.cli.errors import CliError
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
 SUBCOMMAND_MODULES = [
     "node.cli.up",
+    "node.cli.node",
     "node.cli.contracts",
+    "node.cli.loadflow",
 ]
+
+QUIET_LIBRARIES = ("web3", "urllib3", "eth", "asyncio", "numba", "matplotlib", "PIL")
 
 DESCRIPTION = """\
 lec: the node of a local energy community.
@@ -24,6 +28,7 @@ voltages and lines within their limits; meters report P, Q, V and angle every mi
 
 Start here:
   lec up                       run the whole community node on embedded defaults
+  lec node start               run only the proof-of-authority chain (JSON-RPC)
   lec contracts build          compile the Solidity contracts (offline, cached)
   lec loadflow NET.json        HELM load flow of a pandapower network
 
@@ -35,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lec", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -45,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in QUIET_LIBRARIES:
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     try:
         return int(args.func(args) or 0)
     except CliError as error:

@@ -1,0 +1,85 @@
+"""JSON-RPC over HTTP for the embedded node (POST a JSON-RPC request to ``/``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from node.chain.rpc import JsonRpc
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class RpcHttpServer:
+    """A threaded HTTP server answering JSON-RPC on ``http://host:port/``."""
+
+    def __init__(self, rpc: JsonRpc, host: str = "127.0.0.1", port: int = 8545):
+        handler = _handler_for(rpc)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> RpcHttpServer:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="rpc-http", daemon=True)
+        self._thread.start()
+        log.info("JSON-RPC listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _handler_for(rpc: JsonRpc) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body leave in two writes: no 40 ms stall
+        server_version = "lec-node"
+
+        def do_POST(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY_BYTES:
+                self._reply(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b'{"error":"request body missing or too large"}'
+                )
+                return
+            body = self.rfile.read(length)
+            response = rpc.handle(body)
+            self._reply(HTTPStatus.OK, response or b"")
+
+        def do_GET(self) -> None:
+            self._reply(
+                HTTPStatus.OK, b'{"service":"lec-node JSON-RPC","usage":"POST JSON-RPC 2.0 requests to /"}'
+            )
+
+        def do_OPTIONS(self) -> None:
+            self._reply(HTTPStatus.NO_CONTENT, b"")
+
+        def _reply(self, status: HTTPStatus, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
+            self.send_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler

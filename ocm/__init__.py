@@ -1,0 +1,1 @@
+"""Optimal capacity management: grid model and HELM load flow (pure computation)."""

@@ -1,0 +1,185 @@
+"""JSON-RPC over HTTP: contracts deployed and used through the chain client, every bad
+transaction refused with the error a client expects, malformed requests answered."""
+
+from __future__ import annotations
+
+import pytest
+from eth_account import Account
+
+from node import units
+from node.client import ChainClient, ChainError
+from node.community import Community, Meter, MeterReading, Role
+from node.deploy import CommunityConfig, deploy_community
+from tests.node.chain.conftest import post, rpc
+from tests.node.helpers import expect_revert
+
+
+@pytest.fixture(scope="module")
+def funded(served):
+    chain, _ = served
+    return chain.keyring["faucet"]
+
+
+def signed_transfer(account, url, **overrides):
+    chain_id = int(rpc(url, "eth_chainId")["result"], 16)
+    nonce = int(rpc(url, "eth_getTransactionCount", account.address, "pending")["result"], 16)
+    transaction = {
+        "to": "0x" + "11" * 20,
+        "value": 1,
+        "gas": 21_000,
+        "maxFeePerGas": 10**10,
+        "maxPriorityFeePerGas": 10**9,
+        "nonce": nonce,
+        "chainId": chain_id,
+        "type": 2,
+        **overrides,
+    }
+    return "0x" + bytes(account.sign_transaction(transaction).raw_transaction).hex()
+
+
+def test_community_contracts_are_deployed_and_used_over_http(served, artifacts):
+    chain, url = served
+    client = ChainClient.connect(url, artifacts)
+    keyring = chain.keyring
+    community = Community(client, deploy_community(client, keyring["admin"], CommunityConfig()))
+    admin = keyring["admin"]
+    community.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
+    community.add_member(admin, keyring["faucet"].address, "member")
+    community.register_meter(admin, Meter("M1", 4, keyring["faucet"].address, keyring["faucet"].address))
+    minute = client.w3.eth.get_block("latest")["timestamp"] // 60 - 1
+    receipt = community.record_readings(
+        keyring["gateway"], [MeterReading("M1", minute * 60, 2.5, 0.1, 0.97, -3)]
+    )
+    assert receipt["status"] == 1
+    assert community.has_reading("M1", minute * 60)
+    expect_revert(
+        "DuplicateReading",
+        lambda: community.record_readings(keyring["gateway"], [MeterReading("M1", minute * 60, 1, 0, 1, 0)]),
+    )
+    logs = client.w3.eth.get_logs({"address": community.ledger.address, "fromBlock": 0})
+    assert len(logs) == 1 and logs[0]["topics"][1] == units.encode_id("M1")
+    event = community.ledger.events.ReadingRecorded().process_log(logs[0])
+    assert event["args"]["activePowerW"] == 2500
+    filtered = client.w3.eth.get_logs(
+        {"fromBlock": 0, "topics": [None, "0x" + units.encode_id("NOPE").hex()]}
+    )
+    assert filtered == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nonce": 0}, "nonce too low"),
+        ({"chainId": 1}, "invalid chain id"),
+        ({"gas": 20_000}, "intrinsic gas too low"),
+        ({"gas": 40_000_000}, "exceeds block gas limit"),
+        ({"maxFeePerGas": 1, "maxPriorityFeePerGas": 1}, "less than block base fee"),
+        ({"maxPriorityFeePerGas": 10**11}, "max priority fee per gas higher than max fee per gas"),
+    ],
+)
+def test_bad_transactions_get_the_error_a_client_expects(served, funded, overrides, message):
+    chain, url = served
+    if "nonce" in overrides:  # make sure the funded account has used nonce 0
+        rpc(url, "eth_sendRawTransaction", signed_transfer(funded.account, url))
+        wait_receipt_count = 0
+        while int(rpc(url, "eth_getTransactionCount", funded.address)["result"], 16) == 0:
+            wait_receipt_count += 1
+            chain.node.head_changed  # noqa: B018
+            import time
+
+            time.sleep(0.1)
+    answer = rpc(url, "eth_sendRawTransaction", signed_transfer(funded.account, url, **overrides))
+    assert answer["error"]["code"] == -32000
+    assert message in answer["error"]["message"]
+
+
+def test_insufficient_funds_and_bad_signatures_are_refused(served):
+    _, url = served
+    pauper = Account.create()
+    answer = rpc(url, "eth_sendRawTransaction", signed_transfer(pauper, url))
+    assert "insufficient funds for gas * price + value" in answer["error"]["message"]
+    raw = bytearray(bytes.fromhex(signed_transfer(pauper, url)[2:]))
+    raw[-5] ^= 0xFF  # corrupt the signature's s value
+    answer = rpc(url, "eth_sendRawTransaction", "0x" + raw.hex())
+    assert answer["error"]["code"] == -32000
+    assert answer["error"]["message"].startswith(("invalid sender", "rlp:", "insufficient funds"))
+    answer = rpc(url, "eth_sendRawTransaction", "0xdeadbeef")
+    assert answer["error"]["code"] == -32000 and "rlp" in answer["error"]["message"]
+
+
+def test_a_known_transaction_and_underpriced_replacement_are_refused(served, funded):
+    _, url = served
+    raw = signed_transfer(funded.account, url, nonce=10_000)  # a future nonce waits in the pool
+    assert "result" in rpc(url, "eth_sendRawTransaction", raw)
+    assert rpc(url, "eth_sendRawTransaction", raw)["error"]["message"] == "already known"
+    cheaper = signed_transfer(funded.account, url, nonce=10_000, value=2)
+    assert (
+        rpc(url, "eth_sendRawTransaction", cheaper)["error"]["message"]
+        == "replacement transaction underpriced"
+    )
+
+
+def test_client_raises_typed_errors_for_refused_transactions(served, artifacts):
+    _, url = served
+    client = ChainClient.connect(url, artifacts)
+    with pytest.raises(ChainError, match="insufficient funds"):
+        from node.client import Signer
+
+        client.transfer_ether(Signer.generate("pauper"), "0x" + "22" * 20, 1)
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"{not json", -32700),
+        (b"[]", -32600),
+        ({"jsonrpc": "1.0", "id": 1, "method": "eth_blockNumber"}, -32600),
+        ({"jsonrpc": "2.0", "id": 1, "method": 7}, -32600),
+        ({"jsonrpc": "2.0", "id": 1, "method": "eth_doesNotExist", "params": []}, -32601),
+        ({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": ["0x12"]}, -32602),
+        ({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": "0x12"}, -32602),
+        ({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": ["0xzz", False]}, -32602),
+        ({"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [{"to": "0x12"}]}, -32602),
+        ({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": [1, 2]}, -32602),
+    ],
+)
+def test_malformed_requests_get_json_rpc_errors_and_the_node_lives_on(served, payload, code):
+    _, url = served
+    answer = post(url, payload)
+    assert answer["error"]["code"] == code, answer
+    assert isinstance(rpc(url, "eth_blockNumber")["result"], str), "the node still answers"
+
+
+def test_batches_and_notifications(served):
+    _, url = served
+    answer = post(
+        url,
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+            {"jsonrpc": "2.0", "method": "eth_blockNumber", "params": []},  # notification: no answer
+            {"jsonrpc": "2.0", "id": 3, "method": "nope", "params": []},
+        ],
+    )
+    assert [item["id"] for item in answer] == [1, 3]
+    assert answer[0]["result"] == hex(4242) and answer[1]["error"]["code"] == -32601
+
+
+def test_clique_methods(served):
+    chain, url = served
+    assert rpc(url, "clique_getSigners")["result"] == [chain.keyring["sealer"].address]
+    newcomer = "0x" + "ab" * 20
+    assert rpc(url, "clique_propose", newcomer, True)["result"] is None
+    assert list(rpc(url, "clique_proposals")["result"].values()) == [True]
+    assert rpc(url, "clique_discard", newcomer)["result"] is None
+    assert rpc(url, "clique_propose", newcomer, "yes")["error"]["code"] == -32602
+
+
+def test_call_reverts_carry_the_custom_error_data(served, artifacts):
+    chain, url = served
+    client = ChainClient.connect(url, artifacts)
+    registry = deploy_community(client, chain.keyring["admin"], CommunityConfig(name="other"))
+    contract = client.contract("CommunityRegistry", registry.addresses["CommunityRegistry"])
+    call = contract.functions.meter(units.encode_id("NOPE"))
+    answer = rpc(url, "eth_call", {"to": contract.address, "data": call._encode_transaction_data()}, "latest")
+    assert answer["error"]["code"] == 3 and answer["error"]["message"] == "execution reverted"
+    assert answer["error"]["data"].startswith("0x") and len(answer["error"]["data"]) == 2 + 2 * 36

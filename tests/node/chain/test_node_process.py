@@ -1,0 +1,252 @@
+"""``lec node start`` as a real process: Foundry's cast against it, contracts used over
+HTTP, and kill -9 with nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from node.accounts import Keyring
+from node.client import ChainClient
+from node.community import Community, Meter, MeterReading, Role
+from node.deploy import CommunityConfig, deploy_community
+from node.paths import NODE_MODULES, PROJECT_ROOT
+from tests.node.chain.conftest import rpc
+
+CAST = NODE_MODULES / ".bin" / "cast"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class NodeProcess:
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"node-{self.port}.log"
+
+    def start(self) -> NodeProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "node",
+            "start",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--period",
+            "1",
+        ]
+        self.process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if "result" in rpc(self.url, "eth_blockNumber"):
+                    return self
+            except OSError:
+                pass
+            assert self.process.poll() is None, self.log.read_text()
+            time.sleep(0.2)
+        raise AssertionError(f"node did not answer: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def node_process(tmp_path):
+    node = NodeProcess(tmp_path / "chain").start()
+    yield node
+    node.stop()
+
+
+def cast(*arguments: str) -> str:
+    completed = subprocess.run(
+        [str(CAST), *arguments], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout.strip()
+
+
+def test_cast_block_number_send_and_call(node_process, artifacts):
+    url = node_process.url
+    keyring = Keyring.load_or_create(node_process.data_dir)
+    client = ChainClient.connect(url, artifacts)
+    community = Community(client, deploy_community(client, keyring["admin"], CommunityConfig()))
+    assert int(cast("block-number", "--rpc-url", url)) >= 4
+    admin_key = keyring["admin"].account.key.hex()
+    token, alice = community.token.address, keyring["faucet"].address
+    cast("send", token, "mint(address,uint256)", alice, "5000", "--private-key", admin_key, "--rpc-url", url)
+    assert cast("call", token, "balanceOf(address)(uint256)", alice, "--rpc-url", url).split()[0] == "5000"
+    assert community.token_balance(alice) == 5000
+    # A refused call comes back from cast as an error naming the custom error's selector.
+    refused = subprocess.run(
+        [
+            str(CAST),
+            "send",
+            token,
+            "mint(address,uint256)",
+            alice,
+            "1",
+            "--private-key",
+            keyring["faucet"].account.key.hex(),
+            "--rpc-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0 and "revert" in refused.stderr.lower()
+
+
+def test_kill_9_and_restart_loses_nothing(tmp_path, artifacts):
+    node = NodeProcess(tmp_path / "chain").start()
+    keyring = Keyring.load_or_create(node.data_dir)
+    client = ChainClient.connect(node.url, artifacts)
+    deployment = deploy_community(client, keyring["admin"], CommunityConfig())
+    deployment.save(node.data_dir)
+    community = Community(client, deployment)
+    community.grant_role(keyring["admin"], Role.GATEWAY, keyring["gateway"].address)
+    community.add_member(keyring["admin"], keyring["faucet"].address, "member")
+    community.register_meter(
+        keyring["admin"], Meter("M1", 1, keyring["faucet"].address, keyring["faucet"].address)
+    )
+    minute = client.w3.eth.get_block("latest")["timestamp"] // 60 - 1
+    receipt = community.record_readings(
+        keyring["gateway"], [MeterReading("M1", minute * 60, 3.0, 0.2, 1.01, 0.5)]
+    )
+    seen = client.w3.eth.get_block("latest")
+    node.kill()
+
+    restarted = NodeProcess(node.data_dir)
+    restarted.port, restarted.url = node.port, node.url
+    restarted.start()
+    try:
+        client = ChainClient.connect(restarted.url, artifacts)
+        again = client.w3.eth.get_block(seen["number"])
+        assert (again["hash"], again["stateRoot"]) == (seen["hash"], seen["stateRoot"])
+        assert client.w3.eth.get_transaction_receipt(receipt["transactionHash"])["status"] == 1
+        community = Community(client, json_deployment(node.data_dir))
+        assert community.has_reading("M1", minute * 60)
+        assert community.slot_energy("M1", minute // 15).active_kwh == pytest.approx(3.0 / 60)
+        head = client.w3.eth.block_number
+        deadline = time.monotonic() + 20
+        while client.w3.eth.block_number <= head and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.w3.eth.block_number > head, "the restarted node seals on top of the old head"
+    finally:
+        restarted.stop()
+
+
+def json_deployment(data_dir: Path):
+    from node.deploy import Deployment
+
+    deployment = Deployment.load(data_dir)
+    assert (
+        deployment is not None and json.loads((data_dir / "deployment.json").read_text())["chain_id"] == 4242
+    )
+    return deployment
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli.main",
+            "node",
+            "start",
+            "--data-dir",
+            str(tmp_path),
+            "--period",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2 and "--period must be at least 1 second" in completed.stderr
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "node.cli.main",
+                "node",
+                "start",
+                "--data-dir",
+                str(tmp_path / "x"),
+                "--port",
+                str(busy.getsockname()[1]),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        busy.close()
+    assert completed.returncode == 2 and "cannot listen" in completed.stderr
+
+
+def test_contracts_deploy_through_any_rpc_url_is_recorded_and_reused(node_process, tmp_path):
+    data_dir = tmp_path / "operator"
+    data_dir.mkdir()
+    (data_dir / "keys.json").write_text((node_process.data_dir / "keys.json").read_text())  # funded admin
+    command = [
+        sys.executable,
+        "-m",
+        "node.cli.main",
+        "-q",
+        "contracts",
+        "deploy",
+        "--rpc-url",
+        node_process.url,
+        "--data-dir",
+        str(data_dir),
+    ]
+    first = subprocess.run(
+        command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120, check=False
+    )
+    assert first.returncode == 0, first.stderr
+    assert "deployed on chain 4242" in first.stdout
+    recorded = json.loads((data_dir / "deployment.json").read_text())["addresses"]
+    second = subprocess.run(
+        command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120, check=False
+    )
+    assert "already deployed" in second.stdout
+    assert json.loads((data_dir / "deployment.json").read_text())["addresses"] == recorded
