@@ -30,8 +30,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! stamp_ok .venv/.lec-installed pyproject.toml; then
   log "installing Python packages (pip install -e .[dev])"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[dev]"; } \
+    > .venv/pip-install.log 2>&1 || { tail -40 .venv/pip-install.log >&2; log "pip install failed (log: .venv/pip-install.log)"; exit 1; }
   write_stamp .venv/.lec-installed pyproject.toml
 fi
 
@@ -42,4 +42,21 @@ if ! stamp_ok node_modules/.lec-installed package-lock.json; then
   log "installing npm packages (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
   write_stamp node_modules/.lec-installed package-lock.json
+fi
+
+# Debian packages some tests need (a real MQTT broker); installed when we may, else skipped.
+SYSTEM_PACKAGES=(mosquitto)
+missing=()
+for package in "${SYSTEM_PACKAGES[@]}"; do
+  command -v "$package" >/dev/null 2>&1 || [ -x "/usr/sbin/$package" ] || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+      || log "could not install ${missing[*]}; tests that need them are skipped"
+  else
+    log "not installed: ${missing[*]} (tests that need them are skipped)"
+  fi
 fi

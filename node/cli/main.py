@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "node.cli.node",
     "node.cli.contracts",
     "node.cli.loadflow",
+    "node.cli.gateway",
 ]
 
 QUIET_LIBRARIES = ("web3", "urllib3", "eth", "asyncio", "numba", "matplotlib", "PIL")

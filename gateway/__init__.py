@@ -1,0 +1,1 @@
+"""MQTT meter gateway (signed readings → durable queue → MeasurementLedger) and meter simulator."""

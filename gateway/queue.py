@@ -1,0 +1,208 @@
+"""The durable reading queue: SQLite in WAL mode, ``synchronous=FULL``.
+
+Three tables. ``queue`` holds accepted readings until their transaction is confirmed;
+``delivered`` remembers what reached the chain (meter, minute, digest, transaction) for
+the accepted window, so a redelivered message is recognised; ``dead_letter`` keeps the
+readings the chain refused for good, with the reason. A (meter, minute) is in at most one
+of them. Every method is one transaction; a commit returns only once it is on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.payload import SignedReading
+from node.community import MeterReading
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    id INTEGER PRIMARY KEY,
+    meter_id TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    p_kw REAL NOT NULL,
+    q_kvar REAL NOT NULL,
+    v_pu REAL NOT NULL,
+    theta_deg REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    received_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (meter_id, time)
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    meter_id TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    tx_hash BLOB,
+    block INTEGER,
+    delivered_at REAL NOT NULL,
+    PRIMARY KEY (meter_id, time)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered (time);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    meter_id TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    p_kw REAL NOT NULL,
+    q_kvar REAL NOT NULL,
+    v_pu REAL NOT NULL,
+    theta_deg REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    failed_at REAL NOT NULL,
+    PRIMARY KEY (meter_id, time)
+) WITHOUT ROWID;
+"""
+
+
+class AcceptOutcome(enum.Enum):
+    NEW = "new"  # queued now
+    REDELIVERED = "redelivered"  # the same reading is already queued, delivered or dead-lettered
+    CONFLICT = "conflict"  # a different reading holds this (meter, minute)
+
+
+@dataclass(frozen=True)
+class QueuedReading:
+    id: int
+    reading: MeterReading
+    seq: int
+    attempts: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reading: MeterReading
+    seq: int
+    reason: str
+    detail: str
+
+
+class ReadingQueue:
+    """Accepted readings waiting for the chain; safe to use from several threads."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def accept(self, readings: Sequence[tuple[SignedReading, float]]) -> list[AcceptOutcome]:
+        """Queue ``(reading, received_at)`` pairs in one committed transaction."""
+        with self._lock, self._transaction():
+            return [self._accept_one(signed, received_at) for signed, received_at in readings]
+
+    def pending(self, limit: int, latest_time: int, exclude: Iterable[int] = ()) -> list[QueuedReading]:
+        """Up to ``limit`` queued readings of minutes up to ``latest_time``, oldest first,
+        leaving out the ids in ``exclude`` (those in flight)."""
+        excluded = set(exclude)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, attempts, received_at "
+                "FROM queue WHERE time <= ? ORDER BY id LIMIT ?",
+                (latest_time, limit + len(excluded)),
+            ).fetchall()
+        found = [
+            QueuedReading(row[0], MeterReading(*row[1:7]), row[7], row[8], row[9])
+            for row in rows
+            if row[0] not in excluded
+        ]
+        return found[:limit]
+
+    def mark_attempted(self, ids: Sequence[int]) -> None:
+        """Record that these readings were sent (a retry first asks the chain what it holds)."""
+        with self._lock, self._transaction():
+            self._db.executemany("UPDATE queue SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
+
+    def deliver(self, ids: Sequence[int], tx_hash: bytes | None, block: int | None) -> None:
+        """Move readings the chain holds from the queue to ``delivered``."""
+        self.deliver_all([(reading_id, tx_hash, block) for reading_id in ids])
+
+    def deliver_all(self, deliveries: Sequence[tuple[int, bytes | None, int | None]]) -> None:
+        """``deliver`` for (reading id, transaction, block) triples, in one transaction."""
+        now = time.time()
+        with self._lock, self._transaction():
+            for reading_id, tx_hash, block in deliveries:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO delivered SELECT meter_id, time, digest, ?, ?, ? "
+                    "FROM queue WHERE id = ?",
+                    (tx_hash, block, now, reading_id),
+                )
+                self._db.execute("DELETE FROM queue WHERE id = ?", (reading_id,))
+
+    def dead_letter(self, ids: Sequence[int], reason: str, detail: str) -> None:
+        """Move readings the chain refuses for good to ``dead_letter``."""
+        now = time.time()
+        with self._lock, self._transaction():
+            for reading_id in ids:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO dead_letter SELECT meter_id, time, p_kw, q_kvar, v_pu, "
+                    "theta_deg, seq, digest, ?, ?, ? FROM queue WHERE id = ?",
+                    (reason, detail, now, reading_id),
+                )
+                self._db.execute("DELETE FROM queue WHERE id = ?", (reading_id,))
+
+    def prune_delivered(self, before_time: int) -> int:
+        """Forget delivered readings of minutes before ``before_time`` (outside the window)."""
+        with self._lock, self._transaction():
+            return self._db.execute("DELETE FROM delivered WHERE time < ?", (before_time,)).rowcount
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, reason, detail "
+                "FROM dead_letter ORDER BY failed_at"
+            ).fetchall()
+        return [DeadLetter(MeterReading(*row[:6]), row[6], row[7], row[8]) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table: ``queued``, ``delivered``, ``dead``."""
+        tables = {"queued": "queue", "delivered": "delivered", "dead": "dead_letter"}
+        with self._lock:
+            return {
+                name: self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for name, table in tables.items()
+            }
+
+    # ------------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error); the caller holds the lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _accept_one(self, signed: SignedReading, received_at: float) -> AcceptOutcome:
+        reading = signed.reading
+        key = (reading.meter_id, reading.time)
+        for table in ("queue", "delivered", "dead_letter"):
+            query = f"SELECT digest FROM {table} WHERE meter_id = ? AND time = ?"
+            row = self._db.execute(query, key).fetchone()
+            if row is not None:
+                return AcceptOutcome.REDELIVERED if row[0] == signed.digest else AcceptOutcome.CONFLICT
+        self._db.execute(
+            "INSERT INTO queue (meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, digest, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*key, reading.p_kw, reading.q_kvar, reading.v_pu, reading.theta_deg, signed.seq, signed.digest,
+             received_at),
+        )  # fmt: skip
+        return AcceptOutcome.NEW

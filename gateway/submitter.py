@@ -1,0 +1,225 @@
+"""Queued readings → ``MeasurementLedger.recordReadings`` transactions, until confirmed.
+
+Every ``flush_interval_s`` the submitter sends the queued readings whose minute has
+started on chain, in batches of at most ``max_batch``, several transactions in flight
+(pipelined nonces, fixed gas: nothing is estimated). A reading leaves the queue only when
+a receipt shows it recorded. Idempotency per (meter, minute): a reading that was sent
+before (a retry, or a restart after a crash) is first looked up with ``hasReadings``,
+and a ``DuplicateReading`` revert marks that reading delivered and resends the rest.
+``UnknownMeter`` and ``ReadingOutOfRange`` are permanent: that reading goes to the
+dead-letter table. Anything else (node down, lost transaction, missing role) leaves the
+readings queued and is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from web3.exceptions import TransactionNotFound
+
+from gateway.queue import QueuedReading, ReadingQueue
+from gateway.ratelimit import ThrottledLog
+from node import units
+from node.client import ChainError, ContractRevert, Signer
+from node.community import Community
+
+log = logging.getLogger(__name__)
+
+PERMANENT_ERRORS = ("UnknownMeter", "ReadingOutOfRange")
+
+
+@dataclass(frozen=True)
+class SubmitterSettings:
+    max_batch: int = 300  # readings per transaction (~192 calldata bytes and ≤ 40k gas each)
+    max_in_flight: int = 24  # transactions sent but not yet confirmed
+    flush_interval_s: float = 0.25
+    base_gas: int = 100_000
+    gas_per_reading: int = 40_000
+    lost_after_s: float = 30.0  # no receipt by then: ask the node whether it still has it
+    max_backoff_s: float = 10.0
+    receipt_scan_blocks: int = 20  # up to this many new blocks: one eth_getBlockReceipts each
+
+
+@dataclass
+class InFlight:
+    tx_hash: bytes
+    items: list[QueuedReading]
+    sent_at: float = field(default_factory=time.monotonic)
+
+
+DeadLetterHandler = Callable[[Sequence[QueuedReading], str], None]
+
+
+class Submitter:
+    """Moves readings from the queue onto the chain, in its own thread."""
+
+    def __init__(
+        self,
+        community: Community,
+        signer: Signer,
+        queue: ReadingQueue,
+        settings: SubmitterSettings | None = None,
+        on_dead_letter: DeadLetterHandler | None = None,
+    ):
+        self.community = community
+        self.signer = signer
+        self.queue = queue
+        self.settings = settings or SubmitterSettings()
+        self.delivered = 0
+        self._on_dead_letter = on_dead_letter or (lambda items, detail: None)
+        self._in_flight: dict[bytes, InFlight] = {}
+        self._head_number: int | None = None
+        self._head_time = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._errors = ThrottledLog(log, logging.WARNING)
+
+    def start(self) -> Submitter:
+        self._thread = threading.Thread(target=self._run, name="gateway-submitter", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(entry.items) for entry in self._in_flight.values())
+
+    def step(self) -> None:
+        """One round: follow the head, settle receipts, send what is ready."""
+        client = self.community.client
+        head = client.w3.eth.get_block("latest")
+        if head["number"] != self._head_number:
+            self._settle_receipts(self._head_number, head["number"])
+            self._head_number, self._head_time = head["number"], head["timestamp"]
+        self._release_lost()
+        latest_minute_start = self._head_time - self._head_time % units.SECONDS_PER_MINUTE
+        while len(self._in_flight) < self.settings.max_in_flight:
+            in_flight_ids = [item.id for entry in self._in_flight.values() for item in entry.items]
+            batch = self.queue.pending(self.settings.max_batch, latest_minute_start, in_flight_ids)
+            if not batch:
+                return
+            batch = self._drop_recorded(batch)
+            if batch:
+                self._send(batch)
+
+    # ------------------------------------------------------------------ internals
+
+    def _run(self) -> None:
+        backoff = self.settings.flush_interval_s
+        while not self._stop.is_set():
+            try:
+                self.step()
+                backoff = self.settings.flush_interval_s
+            except Exception as error:  # node unreachable or refusing: keep the queue, retry
+                self._errors.log("step", "cannot reach the chain, readings stay queued: %s", _brief(error))
+                self.community.client.forget_nonces()
+                backoff = min(2 * backoff, self.settings.max_backoff_s)
+            self._stop.wait(backoff)
+
+    def _drop_recorded(self, batch: list[QueuedReading]) -> list[QueuedReading]:
+        """Deliver the retried readings the chain already holds; the rest is to send."""
+        retried = [item for item in batch if item.attempts > 0]
+        if not retried:
+            return batch
+        chain = [item.reading.to_chain() for item in retried]
+        recorded = self.community.client.call(
+            self.community.ledger.functions.hasReadings([c[0] for c in chain], [c[1] for c in chain])
+        )
+        held = {item.id for item, is_recorded in zip(retried, recorded, strict=True) if is_recorded}
+        if held:
+            self.queue.deliver(sorted(held), None, None)
+            self.delivered += len(held)
+        return [item for item in batch if item.id not in held]
+
+    def _send(self, batch: list[QueuedReading]) -> None:
+        self.queue.mark_attempted([item.id for item in batch])
+        gas = self.settings.base_gas + self.settings.gas_per_reading * len(batch)
+        call = self.community.record_readings_call([item.reading for item in batch])
+        tx_hash = self.community.client.send(call, self.signer, gas=gas)
+        self._in_flight[tx_hash] = InFlight(tx_hash, batch)
+        log.debug("sent %d readings in 0x%s", len(batch), tx_hash.hex())
+
+    def _settle_receipts(self, last_seen: int | None, head: int) -> None:
+        """Deliver the readings of confirmed transactions, handle the failed ones."""
+        if not self._in_flight:
+            return
+        receipts = self._receipts(last_seen, head)
+        deliveries = []
+        for tx_hash, receipt in receipts.items():
+            entry = self._in_flight.pop(tx_hash)
+            if receipt["status"] == 1:
+                deliveries += [(item.id, tx_hash, receipt["blockNumber"]) for item in entry.items]
+                continue
+            try:
+                self.community.client.wait(tx_hash)  # decodes the revert
+            except ContractRevert as revert:
+                self._handle_revert(entry, revert)
+            except ChainError as error:  # failed without a decodable reason: retry, checking first
+                self._errors.log("failed", "batch transaction failed, retrying its readings: %s", error)
+        if deliveries:
+            self.queue.deliver_all(deliveries)
+            self.delivered += len(deliveries)
+
+    def _receipts(self, last_seen: int | None, head: int) -> dict[bytes, dict]:
+        """Receipts of in-flight transactions mined up to ``head``: one call per new block,
+        or one per transaction after a long gap."""
+        w3 = self.community.client.w3
+        found = {}
+        if last_seen is not None and head - last_seen <= self.settings.receipt_scan_blocks:
+            for number in range(last_seen + 1, head + 1):
+                for receipt in w3.eth.get_block_receipts(number):
+                    tx_hash = bytes(receipt["transactionHash"])
+                    if tx_hash in self._in_flight:
+                        found[tx_hash] = receipt
+            return found
+        for tx_hash in self._in_flight:
+            with contextlib.suppress(TransactionNotFound):
+                found[tx_hash] = w3.eth.get_transaction_receipt(tx_hash)
+        return found
+
+    def _handle_revert(self, entry: InFlight, revert: ContractRevert) -> None:
+        index = revert.args_by_name.get("index")
+        culprit = entry.items[index] if isinstance(index, int) and index < len(entry.items) else None
+        if culprit is not None and revert.error == "DuplicateReading":
+            self.queue.deliver([culprit.id], None, None)
+            self.delivered += 1
+        elif culprit is not None and revert.error in PERMANENT_ERRORS:
+            detail = f"the ledger refused it: {revert.error}"
+            self.queue.dead_letter([culprit.id], "chain_refused", detail)
+            meter_id = culprit.reading.meter_id
+            self._errors.log(revert.error, "reading of %s dead-lettered: %s", meter_id, detail)
+            self._on_dead_letter([culprit], detail)
+        else:
+            self._errors.log(revert.error, "batch refused, readings stay queued: %s", revert)
+
+    def _release_lost(self) -> None:
+        """Send again what the node no longer knows (it restarted without its pool)."""
+        now = time.monotonic()
+        lost = []
+        for tx_hash, entry in self._in_flight.items():
+            if now - entry.sent_at < self.settings.lost_after_s:
+                continue
+            try:
+                self.community.client.w3.eth.get_transaction(tx_hash)
+                entry.sent_at = now  # still pending: ask again later
+            except TransactionNotFound:
+                lost.append(tx_hash)
+        for tx_hash in lost:
+            del self._in_flight[tx_hash]
+            self._errors.log("lost", "the node lost 0x%s; its readings go out again", tx_hash.hex())
+        if lost:
+            self.community.client.forget_nonces()
+
+
+def _brief(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 200 else text[:200] + "…"

@@ -1,0 +1,112 @@
+"""A community on an embedded chain (1 s blocks) served over HTTP, an embedded broker and
+gateways started per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from gateway.broker import EmbeddedBroker
+from gateway.service import GatewayService, MqttSettings
+from gateway.submitter import SubmitterSettings
+from node.accounts import Keyring
+from node.chain.runtime import EmbeddedChain, open_embedded_chain
+from node.client import ChainClient, Signer
+from node.community import Community, Meter, Role
+from node.deploy import CommunityConfig, deploy_community
+
+METER_IDS = tuple(f"M{i:02d}" for i in range(40))
+REGISTRATION_GAS = 400_000
+
+
+@dataclass
+class Stack:
+    chain: EmbeddedChain
+    url: str
+    community: Community
+    keyring: Keyring
+    _minutes: Iterator[int] = field(default_factory=lambda: iter(()))
+
+    def __getitem__(self, name: str) -> Signer:
+        return self.keyring[name]
+
+    def meter_key(self, meter_id: str) -> Signer:
+        return self.keyring[f"meter-{meter_id}"]
+
+    def take_minutes(self, count: int) -> list[int]:
+        """``count`` minute-aligned times no test used before, all in the past."""
+        return [next(self._minutes) for _ in range(count)]
+
+    def head_block(self) -> int:
+        return self.community.client.w3.eth.block_number
+
+
+def register_meters(community: Community, keyring: Keyring, meter_ids, member: str) -> None:
+    admin = keyring["admin"]
+    calls = [
+        (community.register_meter_call(Meter(m, 1, member, keyring[f"meter-{m}"].address)), admin)
+        for m in meter_ids
+    ]
+    community.client.transact_all(calls, gas=REGISTRATION_GAS)
+
+
+@pytest.fixture(scope="package")
+def stack(artifacts) -> Iterator[Stack]:
+    chain = open_embedded_chain(None, period=1)
+    url = chain.serve("127.0.0.1", 0)
+    keyring = chain.keyring
+    client = ChainClient.connect(url, artifacts)
+    admin = keyring["admin"]
+    community = Community(client, deploy_community(client, admin, CommunityConfig(name="gateway test")))
+    member = keyring["member"]
+    client.transact_all(
+        [
+            (community.grant_role_call(Role.GATEWAY, keyring["gateway"].address), admin),
+            (community.add_member_call(member.address, "member"), admin),
+        ],
+        gas=REGISTRATION_GAS,
+    )
+    register_meters(community, keyring, METER_IDS, member.address)
+    now = client.w3.eth.get_block("latest")["timestamp"]
+    first = now - now % 60 - 20 * 3600  # 20 h ago: inside the gateway's one-day window
+    stack = Stack(chain, url, community, keyring, itertools.count(first, 60))
+    yield stack
+    chain.stop()
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    embedded = EmbeddedBroker("127.0.0.1", 0).start()
+    yield embedded
+    embedded.stop()
+
+
+@pytest.fixture
+def topic_community(request) -> str:
+    """A topic level of its own per test (and so a gateway client id of its own)."""
+    return "t-" + request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:40].lower()
+
+
+def start_gateway(
+    stack: Stack,
+    artifacts,
+    queue_path: Path,
+    mqtt_settings: MqttSettings,
+    topic: str,
+    **submitter: object,
+) -> GatewayService:
+    client = ChainClient.connect(stack.url, artifacts)
+    community = Community(client, stack.community.deployment)
+    service = GatewayService(
+        community,
+        stack.keyring["gateway"],
+        queue_path,
+        mqtt_settings,
+        topic,
+        submitter_settings=SubmitterSettings(**submitter),
+    ).start()
+    return service

@@ -1,0 +1,128 @@
+"""End to end on the embedded broker: readings of many meters reach the chain exactly once,
+through redeliveries, a broker restart and a chain outage."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from gateway.broker import EmbeddedBroker
+from gateway.service import MqttSettings, reading_topic
+from node.community import MeterReading
+from tests.gateway.brokers import restart_embedded
+from tests.gateway.conftest import METER_IDS, start_gateway
+from tests.gateway.helpers import (
+    Publisher,
+    recorded,
+    recorded_events,
+    signed_payload,
+    wait_for,
+    wait_published,
+)
+
+
+def readings_for(stack, meters, minutes) -> list[MeterReading]:
+    return [
+        MeterReading(meter, time_s, 1.0 + i / 100, 0.1, 1.0 - i / 1000, -0.5)
+        for time_s in minutes
+        for i, meter in enumerate(meters)
+    ]
+
+
+def publish_all(stack, publishers, topic, readings, times: int = 1) -> None:
+    infos = []
+    for copy in range(times):
+        for n, reading in enumerate(readings):
+            payload = signed_payload(reading, stack.meter_key(reading.meter_id).account, seq=n)
+            publisher = publishers[(n + copy) % len(publishers)]
+            infos.append(publisher.publish(reading_topic(topic, reading.meter_id), payload))
+    wait_published(infos)
+
+
+def gateway_settings(broker: EmbeddedBroker) -> MqttSettings:
+    return MqttSettings(broker.host, broker.port, username="gateway")
+
+
+def test_many_meters_exactly_once_despite_redelivery(stack, artifacts, broker, tmp_path, topic_community):
+    first_block = stack.head_block()
+    gateway = start_gateway(
+        stack, artifacts, tmp_path / "q.sqlite", gateway_settings(broker), topic_community
+    )
+    publishers = [Publisher(broker.host, broker.port, f"meters-{n}") for n in range(4)]
+    try:
+        readings = readings_for(stack, METER_IDS, stack.take_minutes(10))
+        publish_all(stack, publishers, topic_community, readings, times=2)  # every message twice
+        pairs = [(r.meter_id, r.time) for r in readings]
+        wait_for(lambda: all(recorded(stack.community, pairs)), 60, f"{len(pairs)} readings on chain")
+        wait_for(lambda: gateway.stats()["queued"] == 0, 20, "the queue to empty")
+        events = Counter(recorded_events(stack.community, first_block))
+        assert {pair: events[pair] for pair in pairs} == dict.fromkeys(pairs, 1)
+        stats = gateway.stats()
+        assert (stats["accepted"], stats["redelivered"]) == (len(readings), len(readings))
+        assert not any(key.startswith("rejected") for key in stats), stats
+    finally:
+        for publisher in publishers:
+            publisher.close()
+        gateway.stop()
+
+
+def test_broker_restart_reconnects_and_redelivery_does_not_double(
+    stack, artifacts, broker, tmp_path, topic_community
+):
+    first_block = stack.head_block()
+    gateway = start_gateway(
+        stack, artifacts, tmp_path / "q.sqlite", gateway_settings(broker), topic_community
+    )
+    publisher = Publisher(broker.host, broker.port, "meters-restart", reconnect=False)
+    try:
+        before = readings_for(stack, METER_IDS[:20], stack.take_minutes(3))
+        publish_all(stack, [publisher], topic_community, before)
+        wait_for(lambda: gateway.stats().get("accepted", 0) == len(before), 30, "the first readings")
+        during = readings_for(stack, METER_IDS[:20], stack.take_minutes(3))
+        pending = [
+            publisher.publish(
+                reading_topic(topic_community, r.meter_id),
+                signed_payload(r, stack.meter_key(r.meter_id).account),
+            )
+            for r in during
+        ]
+        restarted = restart_embedded(broker)  # some of `during` in flight, some queued by the publisher
+        try:
+            wait_for(gateway.connected.is_set, 30, "the gateway to reconnect")
+            publisher.resume()  # resends what the old broker did not acknowledge
+            wait_published(pending)
+            publish_all(stack, [publisher], topic_community, before + during)  # meters repeat themselves
+            pairs = [(r.meter_id, r.time) for r in before + during]
+            wait_for(lambda: all(recorded(stack.community, pairs)), 60, "all readings on chain")
+            events = Counter(recorded_events(stack.community, first_block))
+            assert {pair: events[pair] for pair in pairs} == dict.fromkeys(pairs, 1)
+            assert gateway.stats()["accepted"] == len(pairs)
+        finally:
+            publisher.close()
+            gateway.stop()
+            restarted.stop()
+    finally:
+        broker.port = 0  # the fixture's broker is already stopped
+
+
+def test_chain_outage_queues_and_drains(stack, artifacts, broker, tmp_path, topic_community):
+    gateway = start_gateway(
+        stack, artifacts, tmp_path / "q.sqlite", gateway_settings(broker), topic_community
+    )
+    publisher = Publisher(broker.host, broker.port, "meters-outage")
+    port = int(stack.url.rsplit(":", 1)[1])
+    try:
+        stack.chain.server.stop()
+        try:
+            readings = readings_for(stack, METER_IDS, stack.take_minutes(5))
+            publish_all(stack, [publisher], topic_community, readings)
+            wait_for(lambda: gateway.stats()["queued"] == len(readings), 30, "the readings to be queued")
+            assert gateway.stats()["delivered"] == 0
+        finally:
+            stack.chain.serve("127.0.0.1", port)
+        pairs = [(r.meter_id, r.time) for r in readings]
+        wait_for(lambda: gateway.stats()["queued"] == 0, 90, "the queue to drain after the outage")
+        assert all(recorded(stack.community, pairs))
+        assert gateway.stats()["delivered"] == len(readings)
+    finally:
+        publisher.close()
+        gateway.stop()

@@ -1,0 +1,122 @@
+"""Payload parsing, canonical form and signatures, without a broker or chain."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eth_account import Account
+
+from gateway.payload import (
+    MAX_PAYLOAD_BYTES,
+    JsonNumber,
+    Reason,
+    Rejection,
+    canonical_bytes,
+    canonical_json,
+    decode_json,
+    parse_payload,
+    sign_payload,
+)
+from node.community import MeterReading
+
+KEY = Account.from_key("0x" + "11" * 32)
+READING = MeterReading("M01", 1_767_225_600, 1.25, -0.1, 1.012, -0.42)
+
+
+def plain(**overrides) -> dict:
+    fields = {"meter_id": "M01", "time": READING.time, "seq": 7, "p_kw": 1.25, "q_kvar": -0.1, "v_pu": 1.012,
+              "theta_deg": -0.42}  # fmt: skip
+    return sign_payload({**fields, **overrides}, KEY)
+
+
+def parse(payload, topic_meter: str = "M01") -> object:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return parse_payload(raw, topic_meter, 230.0)
+
+
+def reason_of(payload, topic_meter: str = "M01") -> Reason:
+    with pytest.raises(Rejection) as caught:
+        parse(payload, topic_meter)
+    return caught.value.reason
+
+
+def test_canonical_form_sorts_keys_drops_signature_and_keeps_number_text():
+    raw = b'{"v_pu": 1.0100, "meter_id": "M\xc3\xa9", "signature": "0x00", "obis": {"b": 1e3, "a": -0}}'
+    assert (
+        canonical_bytes(decode_json(raw))
+        == '{"meter_id":"Mé","obis":{"a":-0,"b":1e3},"v_pu":1.0100}'.encode()
+    )
+
+
+def test_signed_json_payload_parses_to_the_reading_and_signer():
+    signed = parse(plain())
+    assert signed.reading == READING and signed.seq == 7 and signed.signer == KEY.address
+    assert parse(plain()).digest == signed.digest != parse(plain(seq=8)).digest
+
+
+def test_voltage_in_volt_uses_the_nominal_voltage():
+    fields = {k: v for k, v in plain().items() if k not in ("v_pu", "signature")}
+    signed = parse(sign_payload({**fields, "v_volt": 235.75}, KEY))
+    assert signed.reading.v_pu == pytest.approx(235.75 / 230)
+
+
+def test_a_number_the_meter_wrote_its_own_way_verifies():
+    fields = {k: v for k, v in plain().items() if k != "signature"}
+    fields["p_kw"] = JsonNumber("1.2500")
+    raw = canonical_json(sign_payload(fields, KEY)).encode()
+    assert parse(raw).reading.p_kw == 1.25
+
+
+def test_obis_form_maps_import_minus_export_and_units():
+    obis = {
+        "1-0:1.7.0": "0.000*kW",
+        "1-0:2.7.0": 2500,  # a bare number is in kW
+        "1-0:3.7.0": "120*var",
+        "1-0:4.7.0": 0,
+        "1-0:32.7.0": "232.3*V",
+        "1-0:52.7.0": 230.1,
+        "1-0:72.7.0": "229.9*V",
+        "1-0:81.7.4": "-1.5*deg",
+        "1-0:1.8.0": "12345.6*kWh",  # other codes are signed but ignored
+    }
+    signed = parse(sign_payload({"meter_id": "M01", "time": READING.time, "seq": 1, "obis": obis}, KEY))
+    reading = signed.reading
+    assert (reading.p_kw, reading.q_kvar, reading.theta_deg) == (-2500.0, 0.12, -1.5)
+    assert reading.v_pu == pytest.approx((232.3 + 230.1 + 229.9) / 3 / 230)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xfe{}", Reason.MALFORMED),
+        (b'{"meter_id": "M01",', Reason.MALFORMED),
+        (b"[1, 2]", Reason.MALFORMED),
+        (b'{"p_kw": NaN}', Reason.MALFORMED),
+        (b'{"seq": 1, "seq": 2}', Reason.MALFORMED),
+        (b" " * (MAX_PAYLOAD_BYTES + 1), Reason.TOO_LARGE),
+        ({"meter_id": "M01"}, Reason.SCHEMA),
+        (plain(extra=1), Reason.SCHEMA),
+        (plain(time=READING.time + 1), Reason.SCHEMA),
+        (plain(seq=-1), Reason.SCHEMA),
+        (plain(p_kw="1.0"), Reason.SCHEMA),
+        (plain(v_volt=230.0), Reason.SCHEMA),
+        (plain(meter_id="M02"), Reason.METER_MISMATCH),
+        (canonical_json(plain(p_kw=JsonNumber("1e400"))).encode(), Reason.OUT_OF_RANGE),
+        ({**plain(), "signature": "0x" + "00" * 65}, Reason.BAD_SIGNATURE),
+        ({**plain(), "signature": "abc"}, Reason.BAD_SIGNATURE),
+    ],
+)
+def test_refusals_name_their_reason(payload, reason):
+    assert reason_of(payload) == reason
+
+
+def test_a_tampered_payload_recovers_another_signer():
+    assert parse({**plain(), "p_kw": 1.26}).signer != KEY.address
+
+
+def test_rejection_echoes_time_and_seq_when_readable():
+    with pytest.raises(Rejection) as caught:
+        parse({**plain(), "signature": "0x1"})
+    message = caught.value.message()
+    assert (message["reason"], message["time"], message["seq"]) == ("bad_signature", READING.time, 7)
