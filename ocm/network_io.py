@@ -44,7 +44,7 @@ NATIVE_TABLES = {
     "ext_grids": "ext_grid",
 }
 _POWER_FIELDS = ("p_kw", "q_kvar", "min_p_kw", "max_p_kw", "min_q_kvar", "max_q_kvar")
-_INJECTION_FIELDS = ("bus", "scaling", "in_service", "controllable", *_POWER_FIELDS)
+_INJECTION_FIELDS = ("bus", "scaling", "in_service", "controllable", "priority_group", *_POWER_FIELDS)
 NATIVE_FIELDS = {
     "buses": ("vn_kv", "min_vm_pu", "max_vm_pu", "in_service"),
     "lines": (
@@ -111,6 +111,12 @@ REQUIRED_FIELDS = {
 
 def read_network(path: str | Path) -> Grid:
     """Grid of a pandapower JSON file (``pandapower.to_json``) or a native ``lec-network`` file."""
+    return build_grid(read_network_tables(path))
+
+
+def read_network_tables(path: str | Path) -> NetworkTables:
+    """Element tables of a network file as ``read_network`` reads it, before modelling (OCM
+    needs the flexibility columns that the grid model leaves out)."""
     path = Path(path)
     if not path.is_file():
         raise NetworkError(f"{path}: no such file")
@@ -120,9 +126,9 @@ def read_network(path: str | Path) -> Grid:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise NetworkError(f"{path} is not a JSON network file ({error})") from None
     if isinstance(data, dict) and data.get("_class") == "pandapowerNet":
-        return grid_from_pandapower(_pandapower_from_json(text, path))
+        return tables_from_pandapower(_pandapower_from_json(text, path))
     if isinstance(data, dict) and data.get("format") == NATIVE_FORMAT:
-        return build_grid(tables_from_native(data, default_name=path.stem))
+        return tables_from_native(data, default_name=path.stem)
     raise NetworkError(
         f"{path} is neither a pandapower network (saved with pandapower.to_json) nor a native "
         f'network (a JSON object with "format": "{NATIVE_FORMAT}")'

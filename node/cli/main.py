@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = [
     "node.cli.node",
     "node.cli.contracts",
     "node.cli.loadflow",
+    "node.cli.ocm",
     "node.cli.gateway",
 ]
 
@@ -32,6 +33,7 @@ Start here:
   lec node start               run only the proof-of-authority chain (JSON-RPC)
   lec contracts build          compile the Solidity contracts (offline, cached)
   lec loadflow NET.json        HELM load flow of a pandapower network
+  lec ocm NET.json             capacity bands [P_min, P_max] per flexibility (OCM)
 
 Every subcommand has its own --help with examples.
 """

@@ -1,0 +1,235 @@
+"""``lec ocm``: capacity bands [P_min, P_max] for the flexibilities of a network, for its own
+operating point or for every step of load and generation profiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from node.cli.errors import CliError
+
+OBJECTIVES = ("sum", "proportional", "maxmin")
+# ``lec ocm serve`` (the chain service) will be dispatched on this first positional.
+SERVE = "serve"
+
+HELP = """\
+Optimal capacity management (Rao et al. 2021, with thermal limits): for every flexibility
+of NET, a band [P_min, P_max] of active power such that, as long as every flexibility stays
+inside its band, no bus voltage leaves its limits and no line or transformer is overloaded.
+Powers are in kW, load convention: consumption positive, so a PV band is negative.
+
+NET is a pandapower network (pandapower.to_json) or a native lec-network file. Its
+flexibilities are the in-service loads, sgens and storages with controllable = true and
+min_p_mw/max_p_mw (native: min_p_kw/max_p_kw); an optional integer column priority_group
+(default 0) serves group 0 first. Limits: bus min_vm_pu/max_vm_pu (default 0.95/1.05),
+line and trafo max_loading_percent (default 100). Everything else keeps its p/q (times
+scaling); a flexibility's own p_mw does not matter.
+
+Without --profiles: one band per flexibility for the network's own operating point.
+  --json prints {"feasible", "flexibilities": [{"element", "index", "bus", "name",
+  "p_min_kw", "p_max_kw"}], "v_min_pu_at_pmax", "v_max_pu_at_pmin",
+  "max_loading_percent", "seconds"}.
+With --profiles CSV: bands for every step of the profiles (format: docs/ocm.md; "time" then
+columns like load.3.p_kw, sgen.1.max_p_kw), written to --out as bands.csv, bands.json and
+plots (bands.png, voltages.png, boxplots.png). --profiles simbench uses the profiles that a
+SimBench network carries, for one --day, interpolated to one minute.
+
+Exit status: 0 every band feasible, 1 some time step has no feasible band (then the bands
+are the least-violating zero-width ones, and the violation is reported), 2 bad input.
+
+examples:
+  lec ocm feeder.json                         bands for the network as it is
+  lec ocm feeder.json --json --objective maxmin
+  lec ocm feeder.json --profiles day.csv --out bands/
+  lec ocm simbench_lv.json --profiles simbench --day 2016-06-01 --steps 120
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ocm",
+        help="capacity bands [P_min, P_max] per flexibility (optimal capacity management)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("net", metavar="NET", help="network file: pandapower JSON or native lec-network JSON")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="sum",
+        help="how capacity is shared: sum (the paper's, most in total), proportional "
+        "(proportional fairness of shares), maxmin (largest smallest share); default sum",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; equal seeds give equal bands (default 0)"
+    )
+    parser.add_argument(
+        "--samples",
+        type=_non_negative,
+        default=500,
+        help="random in-band schedules that verify each band (default 500)",
+    )
+    parser.add_argument(
+        "--profiles", metavar="CSV", help="profiles CSV, or 'simbench' for a SimBench net's own profiles"
+    )
+    parser.add_argument("--day", metavar="YYYY-MM-DD", help="the day of --profiles simbench")
+    parser.add_argument("--steps", type=_positive, help="only the first STEPS steps of the profiles")
+    parser.add_argument("--out", metavar="DIR", help="output folder of --profiles (default ocm-bands)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ocm.errors import NetworkError
+    from ocm.profiles import ProfileError
+
+    if args.net == SERVE:
+        raise CliError("'lec ocm serve' (the OCM chain service) is not available yet")
+    _check_options(args)
+    try:
+        if args.profiles:
+            return _run_timeseries(args)
+        return _run_snapshot(args)
+    except (NetworkError, ProfileError, OSError) as error:
+        raise CliError(str(error)) from None
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if not args.profiles:
+        given = [f"--{name}" for name in ("day", "steps", "out") if getattr(args, name) is not None]
+        if given:
+            raise CliError(f"{', '.join(given)} only apply with --profiles")
+    elif args.profiles == "simbench" and not args.day:
+        raise CliError("--profiles simbench needs --day YYYY-MM-DD")
+    elif args.profiles != "simbench" and args.day:
+        raise CliError("--day only applies with --profiles simbench")
+
+
+def _run_snapshot(args: argparse.Namespace) -> int:
+    from ocm.bands import OcmProblem
+    from ocm.case import load_case
+
+    case = load_case(args.net)
+    problem = OcmProblem(case.grid, case.flexibilities, samples=args.samples)
+    result = problem.solve(case.point, objective=args.objective, seed=args.seed)
+    if args.json:
+        print(json.dumps(result.to_json_dict(), indent=1))
+    else:
+        print(format_result(case.grid.name or Path(args.net).name, result, args.seed))
+    if not result.feasible:
+        print(f"error: {result.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_timeseries(args: argparse.Namespace) -> int:
+    from ocm.bands import OcmProblem
+    from ocm.case import load_case
+    from ocm.profiles import profiles_from_frame, read_profiles, write_profiles
+    from ocm.timeseries import run_timeseries, write_results
+
+    case = load_case(args.net)
+    out = Path(args.out or "ocm-bands")
+    written = []
+    if args.profiles == "simbench":
+        frame = _simbench_frame(args, case)
+        out.mkdir(parents=True, exist_ok=True)
+        write_profiles(frame, out / "profiles.csv")
+        written.append(out / "profiles.csv")
+        profiles = profiles_from_frame(frame, case)
+    else:
+        profiles = read_profiles(args.profiles, case)
+    if args.steps:
+        profiles = profiles.head(args.steps)
+    problem = OcmProblem(case.grid, case.flexibilities, samples=args.samples)
+    result = run_timeseries(
+        problem,
+        profiles,
+        objective=args.objective,
+        seed=args.seed,
+        network=case.grid.name or Path(args.net).stem,
+        progress=sys.stderr.isatty(),
+    )
+    written += write_results(result, out)
+    steps = len(result.steps)
+    summary = {
+        "steps": steps,
+        "feasible_steps": result.feasible_steps,
+        "seconds": result.seconds,
+        "seconds_per_step": result.seconds / steps,
+        "files": [str(path) for path in written],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        adjusted = sum(bool(s.verification.adjustment) for s in result.steps)
+        print(
+            f"network {result.network}: {steps} steps, {len(case.flexibilities)} flexibilities, "
+            f"objective {args.objective}, seed {args.seed}"
+        )
+        print(
+            f"feasible steps: {result.feasible_steps} of {steps}; bands adjusted by verification: {adjusted}"
+        )
+        print(f"time per step: {result.seconds / steps:.3f} s (total {result.seconds:.1f} s)")
+        print("wrote " + ", ".join(summary["files"]))
+    return 0 if result.feasible_steps == steps else 1
+
+
+def _simbench_frame(args: argparse.Namespace, case):
+    import warnings
+
+    import pandapower
+
+    from ocm.profiles import ProfileError, simbench_profiles
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = pandapower.from_json(args.net)
+    except Exception as error:  # native files and damaged pandapower files
+        raise ProfileError(f"--profiles simbench needs a pandapower SimBench network ({error})") from None
+    try:
+        return simbench_profiles(net, args.day, case)
+    except ValueError as error:  # a day that is not a date
+        raise ProfileError(f"--day {args.day}: {error}") from None
+
+
+def format_result(title: str, result, seed: int) -> str:
+    """Readable table of the bands with the corner values and the verification summary."""
+    count = len(result.flexibilities)
+    lines = [
+        f"network {title}: {count} flexibilities, objective {result.objective}, seed {seed}",
+        "",
+        f"{'flexibility':<28} {'bus':>6} {'group':>5} {'hardware [kW]':>20} {'band [kW]':>20}",
+    ]
+    for f, low, high in zip(result.flexibilities, result.p_min_kw, result.p_max_kw, strict=True):
+        label = f"{f.key} ({f.name})" if f.name else f.key
+        hardware = f"{f.p_low_kw:8.2f} .. {f.p_high_kw:8.2f}"
+        band = f"{low:8.2f} .. {high:8.2f}"
+        lines.append(f"{label:<28} {f.bus:>6} {f.priority_group:>5} {hardware:>20} {band:>20}")
+    lines.append("")
+    lines.append("feasible: yes" if result.feasible else f"feasible: NO ({result.message})")
+    lines.append(
+        f"V_min with all at P_max: {result.v_min_pu_at_pmax:.4f} pu; "
+        f"V_max with all at P_min: {result.v_max_pu_at_pmin:.4f} pu; "
+        f"max loading at the corners: {result.max_loading_percent:.1f} %"
+    )
+    lines.append(f"verification {result.verification.summary()}")
+    lines.append(f"solved in {result.seconds:.2f} s ({result.load_flows} load flows)")
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value

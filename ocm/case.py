@@ -1,0 +1,41 @@
+"""An OCM case: a network with its flexibilities and its own operating point.
+
+The operating point of a network file is what its elements say: every load, sgen and storage
+that is not a flexibility keeps its ``p_mw``/``q_mvar`` (times ``scaling``); flexibilities keep
+their reactive power, and their active power is what OCM decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ocm.flexibility import Flexibility, flexibilities_from_tables, flexible_load_by_bus
+from ocm.grid import Grid, NetworkTables, build_grid
+from ocm.network_io import read_network_tables, tables_from_pandapower
+from ocm.problem import OperatingPoint
+
+
+@dataclass(frozen=True)
+class OcmCase:
+    tables: NetworkTables
+    grid: Grid
+    flexibilities: tuple[Flexibility, ...]
+    point: OperatingPoint
+
+
+def load_case(path: str | Path) -> OcmCase:
+    """Case of a network file (pandapower JSON or native); ``NetworkError`` on bad input."""
+    return case_from_tables(read_network_tables(path))
+
+
+def case_from_pandapower(net) -> OcmCase:
+    """Case of an in-memory ``pandapowerNet``."""
+    return case_from_tables(tables_from_pandapower(net))
+
+
+def case_from_tables(tables: NetworkTables) -> OcmCase:
+    grid = build_grid(tables)
+    flexibilities = flexibilities_from_tables(tables, grid)
+    p_kw = grid.base_load_kw - flexible_load_by_bus(tables, grid, flexibilities)
+    return OcmCase(tables, grid, flexibilities, OperatingPoint(p_kw, grid.base_load_kvar.copy()))
