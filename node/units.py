@@ -8,6 +8,7 @@ Sign convention everywhere: load convention, positive power = consumption.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal, InvalidOperation
 
 SECONDS_PER_MINUTE = 60
@@ -33,6 +34,16 @@ def kw_to_w(kw: float) -> int:
 
 def w_to_kw(watts: int) -> float:
     return watts / 1000
+
+
+def kw_band_to_w_inward(p_min_kw: float, p_max_kw: float) -> tuple[int, int]:
+    """A band in kW → whole watts inside it (P_min up, P_max down). A band narrower than a
+    watt becomes the zero-width band at its rounded centre."""
+    low_w = math.ceil(_scaled(p_min_kw, 1e6, "band P_min (kW)") / 1000 - 1e-9)
+    high_w = math.floor(_scaled(p_max_kw, 1e6, "band P_max (kW)") / 1000 + 1e-9)
+    if low_w > high_w:
+        low_w = high_w = round((p_min_kw + p_max_kw) * 500)
+    return low_w, high_w
 
 
 def kvar_to_var(kvar: float) -> int:
@@ -78,6 +89,43 @@ def minute_to_unix(minute: int) -> int:
 def slot_of_minute(minute: int, slot_minutes: int) -> int:
     """Market slot index that contains Unix minute ``minute``."""
     return minute // slot_minutes
+
+
+def slot_start(slot: int, slot_minutes: int) -> int:
+    """UTC Unix seconds at which market ``slot`` starts."""
+    return minute_to_unix(slot * slot_minutes)
+
+
+def slot_of_time(unix_seconds: float, slot_minutes: int) -> int:
+    """Market slot that contains the instant ``unix_seconds`` (any second)."""
+    return int(unix_seconds) // SECONDS_PER_MINUTE // slot_minutes
+
+
+def duration_minutes(seconds: float) -> int:
+    """A duration in seconds (a whole number of minutes) → minutes, as the chain stores it."""
+    whole = int(seconds)
+    if whole != seconds or whole < 0 or whole % SECONDS_PER_MINUTE:
+        raise UnitError(f"duration {seconds!r} s is not a whole, non-negative number of minutes")
+    return whole // SECONDS_PER_MINUTE
+
+
+def kwh_to_wh(kwh: float) -> int:
+    """Energy kWh → integer Wh (rounded to the nearest Wh)."""
+    return _scaled(kwh, 1000, "energy (kWh)")
+
+
+def wh_to_kwh(wh: int) -> float:
+    return wh / 1000
+
+
+def price_to_units_per_kwh(tokens_per_kwh: float | str | Decimal) -> int:
+    """Price in tokens per kWh → smallest token units per kWh (the chain's price unit)."""
+    return tokens_to_units(tokens_per_kwh)
+
+
+def units_per_kwh_to_price(units_per_kwh: int) -> Decimal:
+    """Smallest token units per kWh → tokens per kWh, exactly."""
+    return units_to_tokens(units_per_kwh)
 
 
 def watt_minutes_to_kwh(watt_minutes: int) -> float:

@@ -49,11 +49,14 @@ class Flexibility:
         return self.name or self.key
 
 
-def flexibilities_from_tables(tables: NetworkTables, grid: Grid) -> tuple[Flexibility, ...]:
+def flexibilities_from_tables(
+    tables: NetworkTables, grid: Grid, allow_none: bool = False
+) -> tuple[Flexibility, ...]:
     """The flexibilities of a network, loads then sgens then storages, in table order.
 
     Raises ``NetworkError`` naming the element for missing, non-finite or inverted limits, a
-    bad ``priority_group``, a flexibility at a de-energised bus, or when there is none.
+    bad ``priority_group``, a flexibility at a de-energised bus, or when there is none (unless
+    ``allow_none``: the OCM service takes its flexibilities from the chain).
     """
     energised = set(grid.bus_ids.tolist())
     found = []
@@ -61,7 +64,7 @@ def flexibilities_from_tables(tables: NetworkTables, grid: Grid) -> tuple[Flexib
         table = getattr(tables, element)
         for index, row in table[_controllable(table)].iterrows():
             found.append(_flexibility(element, index, row, energised))
-    if not found:
+    if not found and not allow_none:
         raise NetworkError(
             "the network has no flexibilities: mark in-service loads, sgens or storages with "
             "controllable = true and give them min_p_mw and max_p_mw (native format: min_p_kw, max_p_kw)"
