@@ -37,7 +37,7 @@ PERMANENT_ERRORS = ("UnknownMeter", "ReadingOutOfRange")
 class SubmitterSettings:
     max_batch: int = 300  # readings per transaction (~192 calldata bytes and ≤ 40k gas each)
     max_in_flight: int = 24  # transactions sent but not yet confirmed
-    flush_interval_s: float = 0.25
+    flush_interval_s: float = 0.1
     base_gas: int = 100_000
     gas_per_reading: int = 40_000
     lost_after_s: float = 30.0  # no receipt by then: ask the node whether it still has it
