@@ -114,8 +114,21 @@ def kwh_to_wh(kwh: float) -> int:
     return _scaled(kwh, 1000, "energy (kWh)")
 
 
+def kwh_to_wh_down(kwh: float) -> int:
+    """Energy kWh → integer Wh, rounded down (never more than asked, e.g. a band's energy);
+    float noise below a µWh (0.19999999999999996 kWh) is not rounded away."""
+    _scaled(kwh, 1000, "energy (kWh)")  # validates
+    wh = (Decimal(repr(float(kwh))) * 1000).quantize(Decimal("0.000001"))
+    return int(wh.to_integral_value(rounding="ROUND_FLOOR"))
+
+
 def wh_to_kwh(wh: int) -> float:
     return wh / 1000
+
+
+def slot_energy_kwh(power_kw: float, slot_minutes: int) -> float:
+    """Energy of a constant ``power_kw`` over a slot of ``slot_minutes`` (kWh)."""
+    return power_kw * slot_minutes / 60
 
 
 def price_to_units_per_kwh(tokens_per_kwh: float | str | Decimal) -> int:

@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from node import units
 from node.client import ContractRevert
 from tests.node.conftest import FLEXIBILITIES, METERS
+from tests.threads import in_fresh_thread
 
 KNOWN_METERS = sorted(METERS)
 MAX_POWER_W = 100_000_000
@@ -159,6 +160,10 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
 
 
 def test_random_batches_store_exactly_the_valid_ones(env):
+    in_fresh_thread(lambda: _run_machine(env))
+
+
+def _run_machine(env):
     run_state_machine_as_test(
         lambda: LedgerAndLimitsMachine(env),
         settings=settings(

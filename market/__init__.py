@@ -1,0 +1,1 @@
+"""Off-chain market logic: simulated member agents and the order book built from events."""

@@ -1,0 +1,272 @@
+"""Simulated community members that trade energy on the market.
+
+Each agent decides, for one delivery slot, what to buy or sell from what it expects to
+produce or use, from the band the grid operator allows its flexibility in that slot and
+from the grid prices (the alternative to trading in the community: buying at the import
+price, selling at the export price). ``plan`` is a pure function of a ``SlotOutlook``;
+``outlook`` reads the chain and ``act`` places the planned orders, signed by the agent's
+key, through the chain client. Every order stays inside the band, net of what the
+flexibility already has matched or open in the slot, so the market never refuses one
+for its band.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from node import units
+from node.client import ContractRevert, Signer
+from node.community import Community
+from node.market import AssetKind, Market, OrderRequest, PlacedOrder, Side, TimeInForce
+
+log = logging.getLogger(__name__)
+
+PRICE_QUANTUM = Decimal("0.0001")  # tokens per kWh
+
+
+@dataclass(frozen=True)
+class SlotOutlook:
+    """What an agent knows about a slot when it plans (kW, kWh, tokens per kWh)."""
+
+    slot: int
+    slot_minutes: int
+    import_price: Decimal
+    export_price: Decimal
+    band_kw: tuple[float, float] | None = None  # the flexibility's tightest band; None for a meter
+    matched_net_kwh: float = 0.0  # the flexibility's matched energy in the slot (load convention)
+    open_buy_kwh: float = 0.0
+    open_sell_kwh: float = 0.0
+
+    @property
+    def buy_headroom_kwh(self) -> float:
+        """Energy the band still lets the flexibility buy (conservative, as the market checks)."""
+        if self.band_kw is None:
+            return float("inf")
+        allowed = units.slot_energy_kwh(self.band_kw[1], self.slot_minutes)
+        return max(0.0, allowed - self.matched_net_kwh - self.open_buy_kwh)
+
+    @property
+    def sell_headroom_kwh(self) -> float:
+        """Energy the band still lets the flexibility sell."""
+        if self.band_kw is None:
+            return float("inf")
+        allowed = units.slot_energy_kwh(self.band_kw[0], self.slot_minutes)
+        return max(0.0, self.matched_net_kwh - self.open_sell_kwh - allowed)
+
+    def price_between(self, share: float) -> Decimal:
+        """A price ``share`` of the way from the export to the import price."""
+        spread = self.import_price - self.export_price
+        return (self.export_price + spread * Decimal(str(share))).quantize(PRICE_QUANTUM)
+
+
+@dataclass
+class AgentResult:
+    placed: list[PlacedOrder] = field(default_factory=list)
+    refused: list[tuple[OrderRequest, ContractRevert]] = field(default_factory=list)
+
+    @property
+    def bought_kwh(self) -> float:
+        return sum(f.energy_kwh for p in self.placed for f in p.fills if f.buy_order == p.order_id)
+
+    @property
+    def sold_kwh(self) -> float:
+        return sum(f.energy_kwh for p in self.placed for f in p.fills if f.sell_order == p.order_id)
+
+
+class Agent(ABC):
+    """A member trading through one of its assets."""
+
+    def __init__(self, name: str, signer: Signer, asset_kind: AssetKind, asset_id: str):
+        self.name = name
+        self.signer = signer
+        self.asset_kind = asset_kind
+        self.asset_id = asset_id
+
+    @abstractmethod
+    def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
+        """The orders to place for ``outlook.slot``."""
+
+    def outlook(self, market: Market, community: Community, slot: int) -> SlotOutlook:
+        """Band, schedule and grid prices of ``slot`` as the chain has them now."""
+        prices = market.client.call(market.settlement.functions.gridPricesAt(slot))
+        outlook = SlotOutlook(
+            slot=slot,
+            slot_minutes=market.slot_minutes,
+            import_price=units.units_per_kwh_to_price(prices[1]),
+            export_price=units.units_per_kwh_to_price(prices[2]),
+        )
+        if self.asset_kind != AssetKind.FLEXIBILITY:
+            return outlook
+        p_min_kw, p_max_kw, _ = community.tightest_band(self.asset_id, slot)
+        schedule = market.schedule(self.asset_id, slot)
+        return SlotOutlook(
+            slot=slot,
+            slot_minutes=market.slot_minutes,
+            import_price=outlook.import_price,
+            export_price=outlook.export_price,
+            band_kw=(p_min_kw, p_max_kw),
+            matched_net_kwh=schedule.matched_net_kwh,
+            open_buy_kwh=schedule.open_buy_kwh,
+            open_sell_kwh=schedule.open_sell_kwh,
+        )
+
+    def act(self, market: Market, community: Community, slot: int) -> AgentResult:
+        """Plan ``slot`` from the chain's outlook and place the orders; a refused order is
+        logged and reported, not raised."""
+        result = AgentResult()
+        for request in self.plan(self.outlook(market, community, slot)):
+            try:
+                placed = market.place_order(self.signer, request)
+            except ContractRevert as refusal:
+                log.info("%s: order refused: %s", self.name, refusal)
+                result.refused.append((request, refusal))
+                continue
+            result.placed.append(placed)
+            self.on_placed(placed)
+        return result
+
+    def on_placed(self, placed: PlacedOrder) -> None:  # noqa: B027 (optional hook)
+        """Hook: learn from an order's immediate fills (nothing by default)."""
+
+    def _request(
+        self, outlook: SlotOutlook, side: Side, energy_kwh: float, price: Decimal, **kw
+    ) -> OrderRequest:
+        return OrderRequest(
+            slot=outlook.slot,
+            side=side,
+            asset_id=self.asset_id,
+            energy_kwh=units.wh_to_kwh(units.kwh_to_wh_down(energy_kwh)),
+            limit_price=price,
+            asset_kind=self.asset_kind,
+            **kw,
+        )
+
+
+class PvProsumer(Agent):
+    """Sells its expected PV surplus (as much as the band lets it inject) a little above
+    the export price: any sale in the community beats exporting to the grid."""
+
+    def __init__(self, name: str, signer: Signer, flex_id: str, surplus_kw: float, ask_share: float = 0.3):
+        super().__init__(name, signer, AssetKind.FLEXIBILITY, flex_id)
+        self.surplus_kw = surplus_kw
+        self.ask_share = ask_share
+
+    def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
+        energy = min(units.slot_energy_kwh(self.surplus_kw, outlook.slot_minutes), outlook.sell_headroom_kwh)
+        if units.kwh_to_wh_down(energy) <= 0:
+            return []
+        return [self._request(outlook, Side.SELL, energy, outlook.price_between(self.ask_share))]
+
+
+class EvOwner(Agent):
+    """Needs ``energy_kwh`` by the end of ``deadline_slot``; spreads it over the slots left,
+    never above the band, bidding below the import price and up to it in the last slot."""
+
+    def __init__(
+        self,
+        name: str,
+        signer: Signer,
+        flex_id: str,
+        energy_kwh: float,
+        deadline_slot: int,
+        bid_share: float = 0.8,
+    ):
+        super().__init__(name, signer, AssetKind.FLEXIBILITY, flex_id)
+        self.needed_kwh = energy_kwh
+        self.deadline_slot = deadline_slot
+        self.bid_share = bid_share
+
+    def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
+        slots_left = self.deadline_slot - outlook.slot + 1
+        if slots_left <= 0 or self.needed_kwh <= 0:
+            return []
+        energy = min(self.needed_kwh / slots_left, outlook.buy_headroom_kwh)
+        if units.kwh_to_wh_down(energy) <= 0:
+            return []
+        share = 1.0 if slots_left == 1 else self.bid_share
+        return [self._request(outlook, Side.BUY, energy, outlook.price_between(share))]
+
+    def on_placed(self, placed: PlacedOrder) -> None:
+        self.needed_kwh = max(0.0, self.needed_kwh - placed.filled_kwh)
+
+
+class BatteryOwner(Agent):
+    """Arbitrage inside the band: below ``low`` state of charge it bids cheaply for energy,
+    above ``high`` it offers energy dearly; in between it does both, keeping a margin."""
+
+    def __init__(
+        self,
+        name: str,
+        signer: Signer,
+        flex_id: str,
+        capacity_kwh: float,
+        soc_kwh: float,
+        low: float = 0.3,
+        high: float = 0.7,
+    ):
+        super().__init__(name, signer, AssetKind.FLEXIBILITY, flex_id)
+        self.capacity_kwh = capacity_kwh
+        self.soc_kwh = soc_kwh
+        self.low = low
+        self.high = high
+
+    def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
+        orders = []
+        charge = min(self.capacity_kwh - self.soc_kwh, outlook.buy_headroom_kwh)
+        discharge = min(self.soc_kwh, outlook.sell_headroom_kwh)
+        soc = self.soc_kwh / self.capacity_kwh
+        if soc < self.high and units.kwh_to_wh_down(charge) > 0:
+            orders.append(
+                self._request(
+                    outlook, Side.BUY, charge, outlook.price_between(0.2 if soc > self.low else 0.5)
+                )
+            )
+        if soc > self.low and units.kwh_to_wh_down(discharge) > 0:
+            orders.append(
+                self._request(
+                    outlook, Side.SELL, discharge, outlook.price_between(0.9 if soc < self.high else 0.6)
+                )
+            )
+        return orders
+
+    def on_placed(self, placed: PlacedOrder) -> None:
+        for fill in placed.fills:
+            if fill.buy_order == placed.order_id:
+                self.soc_kwh += fill.energy_kwh
+            elif fill.sell_order == placed.order_id:
+                self.soc_kwh -= fill.energy_kwh
+
+
+class PlainConsumer(Agent):
+    """Buys its expected load through its meter, bidding just under the import price and
+    dropping what is not filled at once (the grid supplies the rest)."""
+
+    def __init__(self, name: str, signer: Signer, meter_id: str, load_kw: float, bid_share: float = 0.95):
+        super().__init__(name, signer, AssetKind.METER, meter_id)
+        self.load_kw = load_kw
+        self.bid_share = bid_share
+
+    def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
+        energy = units.slot_energy_kwh(self.load_kw, outlook.slot_minutes)
+        if units.kwh_to_wh_down(energy) <= 0:
+            return []
+        return [
+            self._request(
+                outlook,
+                Side.BUY,
+                energy,
+                outlook.price_between(self.bid_share),
+                time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL,
+            )
+        ]
+
+
+def trading_round(
+    agents: Sequence[Agent], market: Market, community: Community, slot: int
+) -> dict[str, AgentResult]:
+    """Every agent acts once for ``slot``, in the given order (sellers first fill the book)."""
+    return {agent.name: agent.act(market, community, slot) for agent in agents}

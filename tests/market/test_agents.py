@@ -1,0 +1,84 @@
+"""Simulated members: their plans respect bands and prices; a round on the chain trades
+PV energy to the EV, the battery and the consumer without a single refused order."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from market.agents import BatteryOwner, EvOwner, PlainConsumer, PvProsumer, SlotOutlook, trading_round
+from market.orderbook import build_order_book
+from node.market import Side, TimeInForce
+
+IMPORT, EXPORT = Decimal("0.3"), Decimal("0.05")
+
+
+def outlook(band=None, net=0.0, open_buy=0.0, open_sell=0.0, slot=100):
+    return SlotOutlook(slot, 15, IMPORT, EXPORT, band, net, open_buy, open_sell)
+
+
+def test_a_pv_prosumer_sells_its_surplus_within_the_band():
+    pv = PvProsumer("carol", None, "PV", surplus_kw=6.0)
+    (order,) = pv.plan(outlook(band=(-10.0, 0.0)))
+    assert (order.side, order.energy_kwh, order.limit_price) == (Side.SELL, 1.5, Decimal("0.125"))
+    (order,) = pv.plan(outlook(band=(-4.0, 0.0)))
+    assert order.energy_kwh == 1.0
+    (order,) = pv.plan(outlook(band=(-4.0, 0.0), net=-0.6, open_sell=0.2))
+    assert order.energy_kwh == pytest.approx(0.2)
+    assert pv.plan(outlook(band=(-4.0, 0.0), net=-1.0)) == []
+
+
+def test_an_ev_owner_spreads_its_need_and_pays_up_to_the_import_price_at_the_end():
+    ev = EvOwner("bob", None, "EV", energy_kwh=6.0, deadline_slot=103)
+    (order,) = ev.plan(outlook(band=(0.0, 11.0)))
+    assert (order.side, order.energy_kwh, order.limit_price) == (Side.BUY, 1.5, Decimal("0.25"))
+    (order,) = ev.plan(outlook(band=(0.0, 3.333)))
+    assert order.energy_kwh == 0.833  # never above the band, rounded down to the Wh
+    (order,) = ev.plan(outlook(band=(0.0, 11.0), slot=103))
+    assert (order.energy_kwh, order.limit_price) == (2.75, IMPORT)
+    assert ev.plan(outlook(band=(0.0, 11.0), slot=104)) == []
+
+
+def test_a_battery_charges_when_low_and_discharges_when_high():
+    band = (-20.0, 20.0)
+    low = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=1)
+    assert [(o.side, o.energy_kwh) for o in low.plan(outlook(band=band))] == [(Side.BUY, 5.0)]
+    high = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=9)
+    assert [(o.side, o.energy_kwh) for o in high.plan(outlook(band=band))] == [(Side.SELL, 5.0)]
+    middle = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=5)
+    buy, sell = middle.plan(outlook(band=(-4.0, 8.0)))
+    assert (buy.energy_kwh, sell.energy_kwh) == (2.0, 1.0)
+    assert buy.limit_price < sell.limit_price
+
+
+def test_a_plain_consumer_buys_its_load_immediately_or_not_at_all():
+    (order,) = PlainConsumer("dave", None, "MD", load_kw=2.0).plan(outlook())
+    assert (order.energy_kwh, order.time_in_force) == (0.5, TimeInForce.IMMEDIATE_OR_CANCEL)
+    assert order.limit_price == Decimal("0.2875")
+
+
+def test_a_trading_round_on_the_chain(env):
+    start = env.client.w3.eth.block_number
+    slot = env.open_slot()
+    env.publish_band("EV", slot, 0, 4000)  # the DSO limits the charger to 4 kW in this slot
+    agents = [
+        PvProsumer("carol", env["carol"], "PV", surplus_kw=8.0),
+        EvOwner("bob", env["bob"], "EV", energy_kwh=4.0, deadline_slot=slot + 1),
+        PlainConsumer("dave", env["dave"], "MD", load_kw=3.0),
+        BatteryOwner("alice", env["alice"], "BAT", capacity_kwh=20, soc_kwh=3),
+    ]
+    results = trading_round(agents, env.market, env.community, slot)
+    assert all(not result.refused for result in results.values())
+    assert results["carol"].sold_kwh == 0  # it only fills the book
+    assert results["bob"].bought_kwh == 1.0  # 4 kW for 15 minutes, not the 2 kWh it wants
+    assert results["dave"].bought_kwh == 0.75
+    assert results["alice"].bought_kwh == 0.25  # the rest of carol's 2 kWh
+    assert agents[1].needed_kwh == 3.0 and agents[3].soc_kwh == 3.25
+    assert env.market.schedule("EV", slot).matched_buy_kwh == 1.0
+    assert env.market.schedule("PV", slot).matched_sell_kwh == 2.0
+    view = build_order_book(env.client, env.contract, from_block=start)
+    assert view.escrow() == env.escrow_held()
+    # a second round: the EV has no headroom left in this slot
+    again = trading_round(agents[1:2], env.market, env.community, slot)
+    assert again["bob"].placed == [] and again["bob"].refused == []
