@@ -242,9 +242,10 @@ class ChainClient:
                     raise self._revert(error, where) from None
                 raise
             gas = int(estimate * GAS_MARGIN) + GAS_MARGIN_FIXED
+        fees = self.suggested_fees()  # given, as not every node has eth_maxPriorityFeePerGas (EthereumJS)
         with self._nonce_lock:
             nonce = self._next_nonce(signer.address)
-            transaction = function.build_transaction({**base, "gas": gas, "nonce": nonce})
+            transaction = function.build_transaction({**base, "gas": gas, "nonce": nonce, **fees})
             return self._send_signed(transaction, signer, where)
 
     def transact(self, function: Any, signer: Signer, gas: int | None = None, where: str = "") -> TxReceipt:

@@ -261,8 +261,11 @@ class Community:
 
     # --------------------------------------------------------------------- token
 
+    def mint_call(self, to: str, tokens: float | str) -> ContractFunction:
+        return self.token.functions.mint(to, units.tokens_to_units(tokens))
+
     def mint(self, operator: Signer, to: str, tokens: float | str) -> TxReceipt:
-        return self.client.transact(self.token.functions.mint(to, units.tokens_to_units(tokens)), operator)
+        return self.client.transact(self.mint_call(to, tokens), operator)
 
     def token_balance(self, account: str) -> int:
         """Balance in smallest token units."""

@@ -295,10 +295,16 @@ class Market:
         self, operator: Signer, from_slot: int, import_price: Decimal | str, export_price: Decimal | str
     ) -> TxReceipt:
         """Grid prices in tokens per kWh from ``from_slot`` on (a future slot)."""
-        call = self.settlement.functions.setGridPrices(
+        return self.client.transact(
+            self.set_grid_prices_call(from_slot, import_price, export_price), operator
+        )
+
+    def set_grid_prices_call(
+        self, from_slot: int, import_price: Decimal | str, export_price: Decimal | str
+    ) -> ContractFunction:
+        return self.settlement.functions.setGridPrices(
             from_slot, units.price_to_units_per_kwh(import_price), units.price_to_units_per_kwh(export_price)
         )
-        return self.client.transact(call, operator)
 
     def set_finality_delay(self, operator: Signer, delay_seconds: int) -> TxReceipt:
         minutes = units.duration_minutes(delay_seconds)

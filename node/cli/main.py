@@ -17,9 +17,10 @@ SUBCOMMAND_MODULES = [
     "node.cli.loadflow",
     "node.cli.ocm",
     "node.cli.gateway",
+    "node.cli.network",
 ]
 
-QUIET_LIBRARIES = ("web3", "urllib3", "eth", "asyncio", "numba", "matplotlib", "PIL")
+QUIET_LIBRARIES = ("web3", "urllib3", "eth", "asyncio", "numba", "matplotlib", "PIL", "pandapower")
 
 DESCRIPTION = """\
 lec: the node of a local energy community.

@@ -6,9 +6,11 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 
+from node.client import ChainClient
+from node.deploy import Deployment
 from node.paths import PROJECT_ROOT
 from tests.node.chain.test_node_process import free_port
 
@@ -36,23 +38,11 @@ def test_unknown_subcommand_is_a_usage_error():
     assert completed.returncode == 2 and "invalid choice" in completed.stderr
 
 
-def run_up_until_ready(data_dir, port, *extra) -> tuple[subprocess.Popen, list[str]]:
+def run_up_until_ready(data_dir, port, mqtt_port, *extra) -> tuple[subprocess.Popen, list[str]]:
+    command = [sys.executable, "-m", "node.cli.main", *extra, "up", "--data-dir", str(data_dir),
+               "--port", str(port), "--mqtt-port", str(mqtt_port)]  # fmt: skip
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "node.cli.main",
-            *extra,
-            "up",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-        ],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines: list[str] = []
     deadline = time.monotonic() + 180
@@ -62,6 +52,7 @@ def run_up_until_ready(data_dir, port, *extra) -> tuple[subprocess.Popen, list[s
             break
         lines.append(line)
         if "community node running" in line:
+            threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
             return process, lines
     process.kill()
     raise AssertionError("lec up did not come up:\n" + "".join(lines))
@@ -69,29 +60,47 @@ def run_up_until_ready(data_dir, port, *extra) -> tuple[subprocess.Popen, list[s
 
 def stop(process: subprocess.Popen, lines: list[str]) -> int:
     process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=60)
-    lines.extend(rest.splitlines(keepends=True))
+    process.wait(timeout=60)
+    time.sleep(0.5)  # the reader thread drains the rest of the output
     return process.returncode
 
 
-def test_up_runs_the_node_deploys_once_and_keeps_keys_secret(tmp_path, artifacts):
-    data_dir, port = tmp_path / "community", free_port()
-    process, lines = run_up_until_ready(data_dir, port, "-v")
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}",
-        data=b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}',
-        headers={"Content-Type": "application/json"},
-    )
-    assert int(json.loads(urllib.request.urlopen(request, timeout=10).read())["result"], 16) > 0
-    assert stop(process, lines) == 0
-    first = "".join(lines)
-    assert "(deployed)" in first and "recorded 3 readings" in first and "[0, 11] kW (OCM)" in first
-    deployment = json.loads((data_dir / "deployment.json").read_text())
+def wait_for_events(client, deployment, wanted, timeout=200):
+    """Block until each (contract, event) in ``wanted`` has been emitted at least once."""
+    deadline, missing = time.monotonic() + timeout, set(wanted)
+    while missing and time.monotonic() < deadline:
+        for contract_name, event_name in list(missing):
+            contract = client.contract(contract_name, deployment.addresses[contract_name])
+            if getattr(contract.events, event_name)().get_logs(from_block=0):
+                missing.discard((contract_name, event_name))
+        time.sleep(2)
+    assert not missing, f"never emitted: {sorted(missing)}"
 
-    process, lines = run_up_until_ready(data_dir, port)
+
+def test_up_runs_the_whole_community_and_keeps_keys_secret(tmp_path, artifacts):
+    data_dir, port, mqtt_port = tmp_path / "community", free_port(), free_port()
+    process, lines = run_up_until_ready(data_dir, port, mqtt_port, "-v")
+    try:
+        client = ChainClient.connect(f"http://127.0.0.1:{port}", artifacts)
+        deployment = Deployment.load(data_dir)
+        wait_for_events(
+            client,
+            deployment,
+            {
+                ("MeasurementLedger", "ReadingRecorded"),  # simulator -> MQTT -> gateway -> chain
+                ("CapacityLimits", "BandPublished"),  # OCM service
+                ("EnergyMarket", "OrderPlaced"),  # market agents
+            },
+        )
+    finally:
+        assert stop(process, lines) == 0
+    first = "".join(lines)
+    assert "(deployed)" in first and "57 meters" in first
+
+    process, lines = run_up_until_ready(data_dir, port, mqtt_port)
     assert stop(process, lines) == 0
     second = "".join(lines)
-    assert "(found)" in second and deployment["addresses"]["CommunityRegistry"] in second
+    assert "(found)" in second and deployment.addresses["CommunityRegistry"] in second
 
     keys = json.loads((data_dir / "keys.json").read_text())
     assert (data_dir / "keys.json").stat().st_mode & 0o077 == 0, "keys.json is private to its owner"
@@ -102,3 +111,5 @@ def test_up_runs_the_node_deploys_once_and_keeps_keys_secret(tmp_path, artifacts
 def test_up_bad_options_are_clear_errors(tmp_path):
     completed = lec("up", "--data-dir", str(tmp_path), "--slot-minutes", "0")
     assert completed.returncode == 2 and "--slot-minutes must be 1..64" in completed.stderr
+    completed = lec("up", "--data-dir", str(tmp_path), "--mqtt-port", "70000")
+    assert completed.returncode == 2 and "--mqtt-port must be 0..65535" in completed.stderr

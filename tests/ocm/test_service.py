@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pandapower as pp
@@ -170,7 +171,7 @@ def test_serve_once_publishes_through_json_rpc(deployed, feeder_file, tmp_path, 
     chain, community, keyring = deployed
     url = chain.serve("127.0.0.1", 0) if chain.server is None else chain.server.url
     community.deployment.save(tmp_path)
-    (tmp_path / "keys.json").write_text('{"ocm": "%s"}' % keyring["ocm"].account.key.hex())
+    (tmp_path / "keys.json").write_text(json.dumps({"ocm": keyring["ocm"].account.key.hex()}))
     record(community, keyring, chain_minute(community) - 1, 8.0, 8.0)
     code = main(
         ["-q", "ocm", "serve", str(feeder_file[0]), "--data-dir", str(tmp_path), "--rpc-url", url, "--once"]

@@ -1,0 +1,283 @@
+"""``lec network ethereumjs``: a multi-node proof-of-authority network of EthereumJS clients."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from node.cli.errors import CliError
+
+log = logging.getLogger(__name__)
+
+NETWORK_SUBDIR = "ethereumjs"
+MAX_SEALERS = 10
+
+HELP = """\
+Start a real multi-node proof-of-authority network on this machine: SEALERS EthereumJS
+clients (npm @ethereumjs/client, in node_modules), each its own process with its own
+chain database, all sealers of one Clique chain (EIP-225) that they build in turn, one
+block every PERIOD seconds. This is the path a community takes when it outgrows one
+machine; in production run Besu, Nethermind or geth with the same kind of genesis.
+
+What it sets up:
+  - chain id 4243, London rules from block 0 (EIP-1559 fees, no merge): the contracts
+    are compiled for EVM version london;
+  - per node a fresh sealer key (DATA_DIR/ethereumjs/node-<i>/sealer.key, mode 0600,
+    never printed), its database and its log (node-<i>/ethereumjs.log);
+  - JSON-RPC on 127.0.0.1 only, one free port per node (between 20000 and 32000,
+    printed at start); peer-to-peer on another free port per node;
+  - the accounts in DATA_DIR/keys.json (admin, dso, ocm, gateway, operator, aggregator,
+    created if missing, never printed) and every --fund ADDRESS get 1,000,000 ether
+    in the genesis;
+  - DATA_DIR/ethereumjs/network.json: chain id, RPC URLs, enodes, sealers.
+EthereumJS 0.10.5 cannot include transactions in Clique blocks as published; the
+network loads a small documented fix module into each client (see node/ethereumjs.py).
+
+Point other programs at any node's RPC URL: in Python ChainClient.connect(URL,
+build_contracts().artifacts) with the keys of DATA_DIR/keys.json, or any Ethereum
+tool (cast, ethers, web3) with --rpc-url URL. Every node serves the same chain, so
+when one stops, use another's URL.
+
+Without --demo it runs until Ctrl-C (or SIGTERM) and then stops every client. With
+--demo it deploys the community contracts through node 0, registers a member, a meter
+and a battery, records a minute of readings and publishes a capacity band, reads them
+back through node 1, stops the last sealer, shows that blocks and a new transaction
+continue on the others, prints a report and exits.
+
+examples:
+  lec network ethereumjs                         3 sealers, 2 s blocks, until Ctrl-C
+  lec network ethereumjs --demo                  the whole story in about two minutes
+  lec network ethereumjs --sealers 5 --period 5 --data-dir /tmp/lec-net
+  cast block-number --rpc-url http://127.0.0.1:<port printed at start>
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "network",
+        help="run a multi-node proof-of-authority network (EthereumJS clients)",
+        description="Run a local multi-node proof-of-authority network. See `lec network ethereumjs --help`.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ethereumjs = actions.add_parser(
+        "ethereumjs",
+        help="several EthereumJS clients sealing one Clique chain on 127.0.0.1",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ethereumjs.add_argument(
+        "--sealers", type=int, default=3, help="number of clients, each a sealer (default: 3)"
+    )
+    ethereumjs.add_argument("--period", type=int, default=2, help="seconds between blocks (default: 2)")
+    ethereumjs.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keys, genesis, databases and logs; kept (default: a temporary folder, deleted on exit)",
+    )
+    ethereumjs.add_argument(
+        "--fund", action="append", default=[], metavar="ADDRESS", help="also fund this address (repeatable)"
+    )
+    ethereumjs.add_argument(
+        "--demo", action="store_true", help="run the community demo, print a report, exit"
+    )
+    ethereumjs.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from eth_utils import is_address, to_checksum_address
+
+    from node.accounts import Keyring
+    from node.ethereumjs import ETHEREUMJS, CliqueNetwork, NetworkError
+
+    if not 1 <= args.sealers <= MAX_SEALERS:
+        raise CliError(f"--sealers must be 1..{MAX_SEALERS}, got {args.sealers}")
+    if args.demo and args.sealers < 3:
+        raise CliError("--demo stops one sealer: it needs --sealers 3 or more (two would halt the chain)")
+    if args.period < 1:
+        raise CliError(f"--period must be at least 1 second, got {args.period}")
+    for address in args.fund:
+        if not is_address(address):
+            raise CliError(f"--fund: {address!r} is not an Ethereum address")
+    if not ETHEREUMJS.exists():
+        raise CliError(f"{ETHEREUMJS} is missing: run ./run.sh or `npm ci` once", exit_code=1)
+
+    temporary = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="lec-network-")) if temporary else args.data_dir
+    network_dir = data_dir / NETWORK_SUBDIR
+    if network_dir.exists() and any(network_dir.iterdir()):
+        raise CliError(f"{network_dir} already holds a network: choose another --data-dir or remove it")
+    stop = _stop_on_signals()
+    try:
+        keyring = Keyring.load_or_create(data_dir) if not args.demo else _demo_keyring(data_dir)
+        funded = [keyring[name].address for name in keyring.names] + [
+            to_checksum_address(a) for a in args.fund
+        ]
+        network = CliqueNetwork(sealers=args.sealers, period=args.period, data_dir=network_dir, fund=funded)
+        started = time.monotonic()
+        try:
+            print(f"starting {args.sealers} EthereumJS clients ...", flush=True)
+            with network:
+                _print_network(network, data_dir, keyring, args.fund, temporary)
+                if args.demo:
+                    _demo(network, keyring, stop)
+                    print(
+                        f"demo done in {time.monotonic() - started:.0f} s; stopping the clients", flush=True
+                    )
+                else:
+                    print("running; Ctrl-C stops every client", flush=True)
+                    while not stop.wait(1.0):
+                        if not all(node.running for node in network.live_nodes()):
+                            dead = [node.index for node in network.live_nodes() if not node.running]
+                            raise CliError(f"node(s) {dead} exited; see their ethereumjs.log", exit_code=1)
+                    print("stopping the clients ...", flush=True)
+        except NetworkError as error:
+            raise CliError(str(error), exit_code=1) from None
+    finally:
+        if temporary:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    print("stopped", flush=True)
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """Set by SIGINT (Ctrl-C) or SIGTERM; the demo checks it between steps."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():  # second Ctrl-C: give up waiting
+            raise KeyboardInterrupt
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return stop
+
+
+def _demo_keyring(data_dir: Path):
+    from node.accounts import Keyring
+
+    keyring = Keyring.load_or_create(data_dir)
+    for name in ("alice", "meter-M01"):
+        keyring.signer(name)
+    return keyring
+
+
+def _print_network(network, data_dir: Path, keyring, extra: list[str], temporary: bool) -> None:
+    print(
+        f"Clique network up: chain id {network.chain_id}, {len(network.nodes)} sealers, "
+        f"one block every {network.period} s",
+        flush=True,
+    )
+    kept = "temporary, deleted on exit" if temporary else "kept"
+    print(f"  data dir   {data_dir} ({kept})")
+    for node in network.nodes:
+        print(f"  node {node.index}     {node.rpc_url}   sealer {node.sealer}   p2p port {node.p2p_port}")
+    names = ", ".join(f"{name} {keyring[name].address}" for name in keyring.names)
+    print(f"  funded     {names}" + "".join(f", {address}" for address in extra))
+    print(f"  keys       {data_dir / 'keys.json'} (mode 0600)")
+    print(f"  described  {network.data_dir / 'network.json'}", flush=True)
+
+
+def _demo(network, keyring, stop: threading.Event) -> None:
+    from node import units
+    from node.client import ChainClient, ChainError
+    from node.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+    from node.deploy import CommunityConfig, deploy_community
+    from node.solidity import CompileError, build_contracts
+
+    def step(message: str) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print(f"demo: {message}", flush=True)
+
+    try:
+        artifacts = build_contracts().artifacts
+    except CompileError as error:
+        raise CliError(str(error), exit_code=1) from None
+    admin, gateway, ocm, alice = (keyring[name] for name in ("admin", "gateway", "ocm", "alice"))
+    first_block = network.height(0)
+    try:
+        writer = ChainClient.connect(network.rpc_urls[0], artifacts)
+        step(f"deploying the community contracts through node 0 ({network.rpc_urls[0]}) ...")
+        deployment = deploy_community(writer, admin, CommunityConfig(name="EthereumJS demo community"))
+        for name, address in deployment.addresses.items():
+            print(f"  {name:<18} {address}")
+        community = Community(writer, deployment)
+        step("granting the gateway and OCM roles, registering alice, meter M01 and battery BAT01 ...")
+        community.grant_role(admin, Role.GATEWAY, gateway.address)
+        community.grant_role(admin, Role.OCM_ORACLE, ocm.address)
+        community.add_member(admin, alice.address, "alice")
+        community.register_meter(admin, Meter("M01", 2, alice.address, keyring["meter-M01"].address))
+        community.register_flexibility(
+            admin, Flexibility("BAT01", alice.address, 2, FlexKind.BATTERY, -5.0, 5.0, 0, "M01")
+        )
+        minute = writer.w3.eth.get_block("latest")["timestamp"] // 60  # block time decides past and future
+        recorded_minute = minute - 1
+        reading = MeterReading("M01", units.minute_to_unix(recorded_minute), 2.5, 0.3, 0.985, -1.2)
+        receipt = community.record_readings(gateway, [reading])
+        step(f"reading of M01 for {_clock(reading.time)} UTC recorded in block {receipt['blockNumber']}")
+        band = Band("BAT01", units.minute_to_unix(minute + 3), units.minute_to_unix(minute + 5), -2.0, 3.0)
+        receipt = community.publish_bands(ocm, [band])
+        step(
+            f"band [-2, 3] kW for BAT01 from {_clock(band.start)} to {_clock(band.end)} UTC "
+            f"published in block {receipt['blockNumber']}"
+        )
+
+        reader = Community(ChainClient.connect(network.rpc_urls[1], artifacts), deployment)
+        _wait(lambda: reader.client.w3.eth.block_number >= receipt["blockNumber"], "node 1 to catch up")
+        energy = reader.slot_energy("M01", recorded_minute // deployment.config.slot_minutes)
+        in_force = reader.band_at("BAT01", band.start)
+        step(
+            f"read through node 1: M01 has {energy.readings} reading(s), {energy.active_kwh:.4f} kWh in its "
+            f"slot; BAT01 at {_clock(band.start)}: [{in_force.p_min_kw:g}, {in_force.p_max_kw:g}] kW "
+            f"({in_force.source.name})"
+        )
+        head = network.height(0)
+        sealed = _tally(network, 0, range(first_block + 1, head + 1))
+        step(f"blocks {first_block + 1}..{head} sealed by {sealed}")
+
+        stopped = len(network.nodes) - 1
+        step(f"stopping node {stopped} (sealer {network.sealers[stopped]}) ...")
+        network.stop_node(stopped)
+        after = network.height(0)
+        head = network.wait_for_blocks(2 * len(network.nodes), index=0)
+        step(f"blocks {after + 1}..{head} sealed by {_tally(network, 0, range(after + 1, head + 1))}")
+        sender = Community(ChainClient.connect(network.rpc_urls[1], artifacts), deployment)
+        receipt = sender.grant_role(admin, Role.DSO, keyring["dso"].address)
+        watcher = Community(ChainClient.connect(network.rpc_urls[0], artifacts), deployment)
+        _wait(lambda: watcher.client.w3.eth.block_number >= receipt["blockNumber"], "node 0 to catch up")
+        seen = watcher.has_role(Role.DSO, keyring["dso"].address)
+        step(
+            f"a transaction sent to node 1 after the stop was mined in block {receipt['blockNumber']}; "
+            f"node 0 {'sees' if seen else 'does NOT see'} its effect"
+        )
+        if not seen:
+            raise CliError("node 0 does not see the transaction mined after the stop", exit_code=1)
+    except ChainError as error:
+        raise CliError(str(error), exit_code=1) from None
+
+
+def _tally(network, index: int, numbers: range) -> str:
+    counts: dict[str, int] = {}
+    for signer in network.signers(index, numbers).values():
+        counts[signer] = counts.get(signer, 0) + 1
+    return ", ".join(f"{signer} ({count})" for signer, count in counts.items())
+
+
+def _clock(unix_seconds: int) -> str:
+    return time.strftime("%H:%M", time.gmtime(unix_seconds))
+
+
+def _wait(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise CliError(f"timed out waiting for {what}", exit_code=1)
+        time.sleep(0.2)
