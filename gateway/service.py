@@ -138,9 +138,9 @@ class GatewayService:
 
     def stop(self) -> None:
         """Stop taking messages, finish the current commit, stop submitting, close the queue."""
+        self._stop.set()
         self._client.disconnect()
         self._client.loop_stop()
-        self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
         self.submitter.stop()

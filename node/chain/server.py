@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +14,36 @@ from node.chain.rpc import JsonRpc
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
+IDLE_CONNECTION_TIMEOUT_S = 300
+
+
+class _TrackingHTTPServer(ThreadingHTTPServer):
+    """Remembers its open connections so that stopping the server also ends the
+    kept-alive ones (HTTP/1.1 clients would otherwise keep being answered)."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        self.open_connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self._connections_lock:
+            self.open_connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._connections_lock:
+            self.open_connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self.open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # already closed by the peer
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class RpcHttpServer:
@@ -19,8 +51,7 @@ class RpcHttpServer:
 
     def __init__(self, rpc: JsonRpc, host: str = "127.0.0.1", port: int = 8545):
         handler = _handler_for(rpc)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _TrackingHTTPServer((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -35,8 +66,10 @@ class RpcHttpServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening and end every open connection, kept-alive ones included."""
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_open_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -46,6 +79,7 @@ def _handler_for(rpc: JsonRpc) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body leave in two writes: no 40 ms stall
         server_version = "lec-node"
+        timeout = IDLE_CONNECTION_TIMEOUT_S  # an idle kept-alive connection is closed after this
 
         def do_POST(self) -> None:
             try:

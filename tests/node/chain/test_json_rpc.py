@@ -4,9 +4,12 @@ transaction refused with the error a client expects, malformed requests answered
 from __future__ import annotations
 
 import pytest
+import requests
 from eth_account import Account
+from web3 import Web3
 
 from node import units
+from node.chain.runtime import open_embedded_chain
 from node.client import ChainClient, ChainError
 from node.community import Community, Meter, MeterReading, Role
 from node.deploy import CommunityConfig, deploy_community
@@ -183,3 +186,16 @@ def test_call_reverts_carry_the_custom_error_data(served, artifacts):
     answer = rpc(url, "eth_call", {"to": contract.address, "data": call._encode_transaction_data()}, "latest")
     assert answer["error"]["code"] == 3 and answer["error"]["message"] == "execution reverted"
     assert answer["error"]["data"].startswith("0x") and len(answer["error"]["data"]) == 2 + 2 * 36
+
+
+def test_stopping_the_server_ends_kept_alive_connections():
+    """A client holding an HTTP/1.1 connection open gets no answer once the server stops."""
+    chain = open_embedded_chain(None, period=1)
+    try:
+        w3 = Web3(Web3.HTTPProvider(chain.serve("127.0.0.1", 0)))
+        assert w3.eth.block_number >= 0  # opens a kept-alive connection
+        chain.server.stop()
+        with pytest.raises(requests.ConnectionError):
+            _ = w3.eth.block_number
+    finally:
+        chain.stop()
