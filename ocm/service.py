@@ -1,6 +1,6 @@
 """The OCM service: every minute, the measured grid state from the chain → bands → chain.
 
-Each cycle (a few seconds into every minute):
+Each cycle (one at start, then a few seconds into every minute):
 
 1. **Registry.** Meters (id → bus) and active flexibilities (bus, hardware bounds,
    priority group) come from ``CommunityRegistry``; a bus must be in the network file.
@@ -203,7 +203,7 @@ class OcmService:
             log.warning(
                 "minute %d: stale or missing readings of %s; their buses use the forecast",
                 now_minute,
-                ", ".join(stale),
+                _some_of(stale),
             )
         s = self.settings
         result = self._problem.solve(point, objective=s.objective, seed=s.seed, warm_start=self._previous)
@@ -244,7 +244,9 @@ class OcmService:
         return outcome
 
     def run(self, stop: threading.Event) -> None:
-        """A cycle a few seconds into every minute until ``stop`` is set."""
+        """A cycle at once (bands from the first minute on), then one a few seconds into
+        every minute, until ``stop`` is set."""
+        self._guarded_cycle()
         while not stop.is_set():
             now = time.time()
             wait = (
@@ -252,10 +254,13 @@ class OcmService:
             )
             if stop.wait(wait):
                 return
-            try:
-                self.cycle()
-            except Exception:  # one bad minute must not end the service
-                log.exception("OCM cycle failed")
+            self._guarded_cycle()
+
+    def _guarded_cycle(self) -> None:
+        try:
+            self.cycle()
+        except Exception:  # one bad minute must not end the service
+            log.exception("OCM cycle failed")
 
     # ---------------------------------------------------------------- internals
 
@@ -281,3 +286,10 @@ def _inward_kw(p_min_kw: float, p_max_kw: float) -> tuple[float, float]:
     """The band in whole watts, rounded inwards, back in kW."""
     low_w, high_w = units.kw_band_to_w_inward(p_min_kw, p_max_kw)
     return units.w_to_kw(low_w), units.w_to_kw(high_w)
+
+
+def _some_of(names: list[str], shown: int = 8) -> str:
+    """``"3 meters: A, B, C"``, or the first ``shown`` names and how many more."""
+    listed = ", ".join(names[:shown])
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} meter{'s' if len(names) != 1 else ''}: {listed}{more}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import replace
 
 import pandapower as pp
@@ -125,6 +127,25 @@ def test_stale_readings_fall_back_to_the_network_forecast(deployed, feeder_file)
     assert sorted(outcome.stale_meters) == ["UL01", "UL02"] and outcome.measured_buses == 0
     expected = OcmProblem(service.grid, service._problem.flexibilities).solve(service.forecast)
     assert outcome.result.p_max_kw == pytest.approx(expected.p_max_kw, abs=1e-6)
+
+
+def test_run_publishes_at_once_and_stops_when_told(deployed, feeder_file):
+    _, community, _ = deployed
+    service = service_for(deployed, feeder_file, horizon_minutes=2)
+    stop = threading.Event()
+    runner = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    first = chain_minute(community) + 1  # the cycle starts this minute or the next
+    runner.start()
+    try:
+        minutes = [units.minute_to_unix(first), units.minute_to_unix(first + 1)]
+        deadline = time.monotonic() + 60
+        while all(community.band_at("CS01", m).source != BandSource.OCM for m in minutes):
+            assert time.monotonic() < deadline, "no band published by the first cycle"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
 
 
 def test_high_load_publishes_the_least_violating_zero_width_band(deployed, feeder_file):
