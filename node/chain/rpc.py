@@ -506,22 +506,19 @@ class JsonRpc:
         return RpcError(-32000, str(error))
 
     def rpc_eth_call(self, params):
-        raw, block_id = _params(params, 1, 3, "eth_call")[:2]
-        request = self._call_request(raw)
-        with self.node.lock:
-            header = self._header_at(block_id)
-            try:
-                return data(execution.call(self.chain, header, request))
-            except (ExecutionReverted, ExecutionFailed) as error:
-                raise self._execution_error(error) from None
+        return data(self._simulate(params, "eth_call", execution.call))
 
     def rpc_eth_estimateGas(self, params):
-        raw, block_id = _params(params, 1, 3, "eth_estimateGas")[:2]
+        return quantity(self._simulate(params, "eth_estimateGas", execution.estimate_gas))
+
+    def _simulate(self, params, method: str, run):
+        """Run ``run(chain, header, request)`` for a call request at the requested block."""
+        raw, block_id = _params(params, 1, 3, method)[:2]
         request = self._call_request(raw)
         with self.node.lock:
             header = self._header_at(block_id)
             try:
-                return quantity(execution.estimate_gas(self.chain, header, request))
+                return run(self.chain, header, request)
             except (ExecutionReverted, ExecutionFailed) as error:
                 raise self._execution_error(error) from None
 
