@@ -13,14 +13,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import random
 
 import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 import pandas as pd
+
+from ocm.seeding import seeded_python_random
 
 PAPER_CHARGER_KW = 22.0
 POWER_FACTOR = 0.95
@@ -102,21 +102,11 @@ def cigre_lv_with_flexibilities(count: int = 10, seed: int = 1, load_scaling: fl
 def kerber_dorfnetz_with_flexibilities(count: int = 10, seed: int = 1, load_scaling: float = 1.0):
     """pandapower's Kerber Dorfnetz (116 buses) with ``count`` placed flexibilities; its random
     line types are drawn with ``seed`` too."""
-    with _python_random(seed):
+    with seeded_python_random(seed):
         net = pn.create_kerber_dorfnetz()
     net.load["scaling"] = load_scaling
     place_flexibilities(net, count, seed)
     return net
-
-
-@contextlib.contextmanager
-def _python_random(seed: int):
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
 
 
 def _feeder_ends(net: pp.pandapowerNet, lv: pd.Index) -> np.ndarray:

@@ -26,8 +26,6 @@ restores the caller's state afterwards, so results depend only on the seed.
 
 from __future__ import annotations
 
-import contextlib
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +34,7 @@ from scipy.optimize import linprog
 
 from ocm.objectives import Objective
 from ocm.problem import Evaluation, GridConstraints, OperatingPoint
+from ocm.seeding import seeded_python_random
 
 if not hasattr(creator, "OcmFitness"):
     creator.create("OcmFitness", base.Fitness, weights=(-1.0, 1.0))  # (violation, objective)
@@ -110,7 +109,7 @@ def optimise(
         evaluation, value = sub.evaluate(np.zeros((1, 0)))
         return Solution(sub.base_kw.copy(), float(evaluation.violation[0]), float(value[0]), 0)
     toolbox = _toolbox(sub, settings)
-    with _seeded_python_random(int(rng.integers(2**63))):
+    with seeded_python_random(int(rng.integers(2**63))):
         population = _initial_population(sub, settings, seeds, rng)
         toolbox.evaluate_population(population)
         best = toolbox.improve(tools.selBest(population, 1)[0])
@@ -257,13 +256,3 @@ def _improves(violation, objective, best_violation, best_objective) -> bool:
     if violation <= 0 and best_violation <= 0:
         return objective > best_objective + 1e-9 * max(1.0, abs(best_objective))
     return violation < best_violation - 1e-12
-
-
-@contextlib.contextmanager
-def _seeded_python_random(seed: int):
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
