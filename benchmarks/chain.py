@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,17 +34,12 @@ from node.client import ChainClient, Signer
 from node.community import Community, MeterReading, Role
 from node.deploy import CommunityConfig, deploy_community
 from node.paths import NODE_MODULES, PROJECT_ROOT
+from node.ports import free_port
 from node.solidity import build_contracts
 
 READINGS_PER_BATCH = 100
 SENDERS = 8
 GAS_PER_BATCH = 3_600_000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from dataclasses import dataclass
 
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import OUTGOING
+
+from node.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class EmbeddedBroker:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883):
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker = None
         self._thread: threading.Thread | None = None
@@ -131,9 +132,3 @@ def _keep_unacknowledged_messages() -> None:
 
     flow.keeps_unacknowledged = True
     BrokerProtocolHandler._handle_qos1_message_flow = flow
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.broker import EmbeddedBroker
+from node.ports import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 GATEWAY_USER, GATEWAY_PASSWORD = "gateway", "gateway-secret"
@@ -81,7 +82,7 @@ class MosquittoBroker:
     kind = "mosquitto"
 
     def __init__(self, tmp_path: Path, meter_ids):
-        self.host, self.port = "127.0.0.1", _free_port()
+        self.host, self.port = "127.0.0.1", free_port()
         self.directory = tmp_path / "mosquitto"
         self.directory.mkdir()
         users = {GATEWAY_USER: GATEWAY_PASSWORD, **{m: f"pw-{m}" for m in meter_ids}}
@@ -134,9 +135,3 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -4,8 +4,6 @@ reading ends on chain once, with the embedded broker and with Mosquitto."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,6 +27,7 @@ from tests.gateway.helpers import (
     wait_published,
 )
 from tests.gateway.test_delivery import readings_for
+from tests.processes import interrupt, kill_hard
 
 
 @pytest.fixture(params=["amqtt", pytest.param("mosquitto", marks=needs_mosquitto())])
@@ -59,16 +58,10 @@ class GatewayProcess:
         return self
 
     def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        kill_hard(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        interrupt(self.process)
 
 
 def gateway_data_dir(stack, path: Path) -> Path:

@@ -12,7 +12,7 @@ import time
 from node.client import ChainClient
 from node.deploy import Deployment
 from node.paths import PROJECT_ROOT
-from tests.node.chain.test_node_process import free_port
+from node.ports import free_port
 
 
 def lec(*arguments: str) -> subprocess.CompletedProcess:

@@ -4,8 +4,6 @@ HTTP, and kill -9 with nothing lost."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,15 +17,11 @@ from node.client import ChainClient
 from node.community import Community, Meter, MeterReading, Role
 from node.deploy import CommunityConfig, deploy_community
 from node.paths import NODE_MODULES, PROJECT_ROOT
+from node.ports import free_port
 from tests.node.chain.conftest import rpc
+from tests.processes import interrupt, kill_hard
 
 CAST = NODE_MODULES / ".bin" / "cast"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class NodeProcess:
@@ -67,16 +61,10 @@ class NodeProcess:
         raise AssertionError(f"node did not answer: {self.log.read_text()}")
 
     def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        kill_hard(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        interrupt(self.process)
 
 
 @pytest.fixture
