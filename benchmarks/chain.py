@@ -28,14 +28,14 @@ from pathlib import Path
 
 from eth_account import Account
 
-from node import units
-from node.accounts import Keyring
-from node.client import ChainClient, Signer
-from node.community import Community, MeterReading, Role
-from node.deploy import CommunityConfig, deploy_community
-from node.paths import NODE_MODULES, PROJECT_ROOT
+from contracts import units
+from contracts.accounts import Keyring
+from contracts.client import ChainClient, Signer
+from contracts.community import Community, MeterReading, Role
+from contracts.deploy import CommunityConfig, deploy_community
+from contracts.paths import NODE_MODULES, PROJECT_ROOT
 from node.ports import free_port
-from node.solidity import build_contracts
+from contracts.build import build_contracts
 
 READINGS_PER_BATCH = 100
 SENDERS = 8

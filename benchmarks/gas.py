@@ -16,12 +16,12 @@ usage: .venv/bin/python benchmarks/gas.py
 
 from __future__ import annotations
 
-from node import units
-from node.accounts import Keyring
-from node.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
-from node.deploy import CommunityConfig, deploy_community
-from node.inprocess_chain import fund, start_eth_tester
-from node.solidity import build_contracts
+from contracts import units
+from contracts.accounts import Keyring
+from contracts.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from contracts.deploy import CommunityConfig, deploy_community
+from contracts.devchain import fund, start_eth_tester
+from contracts.build import build_contracts
 
 BATCH_SIZES = (1, 10, 100)
 SLOT_MINUTES = 15

@@ -32,16 +32,16 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HE
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from gateway.broker import EmbeddedBroker  # noqa: E402
+from node.broker import EmbeddedBroker  # noqa: E402
 from gateway.payload import sign_payload  # noqa: E402
 from gateway.service import GatewayService, MqttSettings, reading_topic  # noqa: E402
-from node import units  # noqa: E402
-from node.accounts import Keyring  # noqa: E402
-from node.client import ChainClient  # noqa: E402
-from node.community import Community, Meter, Role  # noqa: E402
-from node.deploy import CommunityConfig, deploy_community  # noqa: E402
-from node.paths import PROJECT_ROOT  # noqa: E402
-from node.solidity import build_contracts  # noqa: E402
+from contracts import units  # noqa: E402
+from contracts.accounts import Keyring  # noqa: E402
+from contracts.client import ChainClient  # noqa: E402
+from contracts.community import Community, Meter, Role  # noqa: E402
+from contracts.deploy import CommunityConfig, deploy_community  # noqa: E402
+from contracts.paths import PROJECT_ROOT  # noqa: E402
+from contracts.build import build_contracts  # noqa: E402
 
 TOPIC = "bench"
 PUBLISHERS = 4

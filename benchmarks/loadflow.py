@@ -18,8 +18,8 @@ import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 
-from ocm.helm import HelmSolver
-from ocm.network_io import grid_from_pandapower
+from ocm.grid.helm import HelmSolver
+from ocm.grid.network_io import grid_from_pandapower
 
 BATCH_SIZES = (1, 10, 100, 1000)
 PANDAPOWER_SETTINGS = {

@@ -19,15 +19,15 @@ import argparse
 import statistics
 import time
 
-from node import units
-from node.accounts import Keyring
-from node.chain.runtime import open_embedded_chain
-from node.client import ChainClient
-from node.community import Community, Flexibility, FlexKind, Meter, MeterReading, Role
-from node.deploy import CommunityConfig, deploy_community
-from node.inprocess_chain import fund, start_eth_tester
-from node.market import MAX_ALLOWANCE, AssetKind, Market, Side, TimeInForce
-from node.solidity import build_contracts
+from contracts import units
+from contracts.accounts import Keyring
+from node.embedded import open_embedded_chain
+from contracts.client import ChainClient
+from contracts.community import Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from contracts.deploy import CommunityConfig, deploy_community
+from contracts.devchain import fund, start_eth_tester
+from contracts.market import MAX_ALLOWANCE, AssetKind, Market, Side, TimeInForce
+from contracts.build import build_contracts
 
 SLOT_MINUTES = 15
 TOKEN = 10**18

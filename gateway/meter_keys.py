@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 
-from node import units
-from node.community import Community
+from contracts import units
+from contracts.community import Community
 
 log = logging.getLogger(__name__)
 

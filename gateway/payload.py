@@ -27,8 +27,8 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from node import units
-from node.community import MeterReading
+from contracts import units
+from contracts.community import MeterReading
 
 MAX_PAYLOAD_BYTES = 4096
 MAX_SEQ = 2**63 - 1

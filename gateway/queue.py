@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.payload import SignedReading
-from node.community import MeterReading
+from contracts.community import MeterReading
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (

@@ -28,8 +28,8 @@ from gateway.queue import AcceptOutcome, QueuedReading, ReadingQueue
 from gateway.ratelimit import ThrottledLog
 from gateway.submitter import Submitter, SubmitterSettings
 from gateway.validation import AcceptancePolicy, ReadingValidator
-from node.client import Signer
-from node.community import Community
+from contracts.client import Signer
+from contracts.community import Community
 
 log = logging.getLogger(__name__)
 

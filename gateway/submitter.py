@@ -24,9 +24,9 @@ from web3.exceptions import TransactionNotFound
 
 from gateway.queue import QueuedReading, ReadingQueue
 from gateway.ratelimit import ThrottledLog
-from node import units
-from node.client import ChainError, ContractRevert, Signer
-from node.community import Community
+from contracts import units
+from contracts.client import ChainError, ContractRevert, Signer
+from contracts.community import Community
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from node import units
-from node.client import ContractRevert, Signer
-from node.community import Community
-from node.market import AssetKind, Market, OrderRequest, PlacedOrder, Side, TimeInForce
+from contracts import units
+from contracts.client import ContractRevert, Signer
+from contracts.community import Community
+from contracts.market import AssetKind, Market, OrderRequest, PlacedOrder, Side, TimeInForce
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 
 from market.agents import Agent, trading_round
-from node.client import ChainError, Signer
-from node.community import Community, Role
-from node.market import ClearingMode, Market
+from contracts.client import ChainError, Signer
+from contracts.community import Community, Role
+from contracts.market import ClearingMode, Market
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Indexers, the dApp and the agents read this instead of walking contract storage: open
 orders per slot and side in book order (price, then time), trades with their
 curtailments, sellers' proceeds still held in escrow, auction prices. Amounts are the
-chain's exact integers (Wh, token units, units per kWh); ``node.market`` converts.
+chain's exact integers (Wh, token units, units per kWh); ``contracts.market`` converts.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from eth_utils import event_abi_to_log_topic
 from web3.contract.contract import Contract
 from web3.types import TxReceipt
 
-from node import units
-from node.client import ChainClient
-from node.market import AssetKind, CloseReason, OrderStatus, Side, TimeInForce, escrow_units, trade_value
+from contracts import units
+from contracts.client import ChainClient
+from contracts.market import AssetKind, CloseReason, OrderStatus, Side, TimeInForce, escrow_units, trade_value
 
 
 @dataclass

@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from node.paths import NODE_MODULES
+from contracts.paths import NODE_MODULES
 
 log = logging.getLogger(__name__)
 

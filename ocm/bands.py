@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ocm.flexibility import Flexibility
-from ocm.grid import Grid
-from ocm.helm import HelmSolver
+from ocm.grid.model import Grid
+from ocm.grid.helm import HelmSolver
 from ocm.objectives import OBJECTIVES, Objective
 from ocm.optimizer import AIM_MARGIN, GaSettings, Subproblem, optimise
 from ocm.problem import GridConstraints, Limits, OperatingPoint

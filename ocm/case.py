@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocm.flexibility import Flexibility, flexibilities_from_tables, flexible_load_by_bus
-from ocm.grid import Grid, NetworkTables, build_grid
-from ocm.network_io import read_network_tables, tables_from_pandapower
+from ocm.grid.model import Grid, NetworkTables, build_grid
+from ocm.grid.network_io import read_network_tables, tables_from_pandapower
 from ocm.problem import OperatingPoint
 
 

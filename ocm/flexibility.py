@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ocm.errors import NetworkError
-from ocm.grid import Grid, NetworkTables
+from ocm.grid.errors import NetworkError
+from ocm.grid.model import Grid, NetworkTables
 
 ELEMENTS = ("load", "sgen", "storage")
 # Load-convention sign of each element's p_mw: generators inject what they "produce".

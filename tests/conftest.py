@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.solidity import build_contracts
+from contracts.build import build_contracts
 
 
 @pytest.fixture(scope="session")

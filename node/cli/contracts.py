@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from node.cli.errors import CliError
-from node.paths import CONTRACTS_DIR
-from node.solidity import CompileError, build_contracts
+from contracts.paths import CONTRACTS_DIR
+from contracts.build import CompileError, build_contracts
 
 HELP = """\
 Compile every contract in contracts/ with the npm solc compiler (WebAssembly, no
@@ -73,9 +73,9 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from node.accounts import Keyring
-    from node.client import ChainClient, ChainError
-    from node.deploy import CommunityConfig, ensure_deployment
+    from contracts.accounts import Keyring
+    from contracts.client import ChainClient, ChainError
+    from contracts.deploy import CommunityConfig, ensure_deployment
 
     if not 1 <= args.slot_minutes <= 64:
         raise CliError(f"--slot-minutes must be 1..64, got {args.slot_minutes}")

@@ -142,11 +142,11 @@ def _chain_options(parser: argparse.ArgumentParser) -> None:
 
 def _open_community(args: argparse.Namespace):
     """(community, keyring) of the data directory, on the node at --rpc-url."""
-    from node.accounts import Keyring
-    from node.client import ChainClient, ChainError
-    from node.community import Community
-    from node.deploy import Deployment
-    from node.solidity import CompileError, build_contracts
+    from contracts.accounts import Keyring
+    from contracts.client import ChainClient, ChainError
+    from contracts.community import Community
+    from contracts.deploy import Deployment
+    from contracts.build import CompileError, build_contracts
 
     deployment = Deployment.load(args.data_dir)
     if deployment is None:
@@ -175,7 +175,7 @@ def _mqtt_settings(args: argparse.Namespace):
 def run_gateway(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from gateway.broker import EmbeddedBroker
+    from node.broker import EmbeddedBroker
     from gateway.service import GatewayService, topic_name
     from gateway.submitter import SubmitterSettings
     from gateway.validation import AcceptancePolicy
@@ -218,7 +218,7 @@ def run_gateway(args: argparse.Namespace) -> int:
 
 def run_simulator(args: argparse.Namespace) -> int:
     from gateway.service import topic_name
-    from gateway.simulator import SimulatorSettings, run_simulation
+    from node.simulation.meters import SimulatorSettings, run_simulation
 
     if args.register and args.meters < 1:
         raise CliError("--register needs --meters N (how many meters the community should have)")

@@ -9,9 +9,9 @@ import sys
 import pandas as pd
 
 from node.cli.errors import CliError
-from ocm.errors import NetworkError
-from ocm.loadflow import NetworkResult, run_loadflow
-from ocm.network_io import read_network
+from ocm.grid.errors import NetworkError
+from ocm.grid.loadflow import NetworkResult, run_loadflow
+from ocm.grid.network_io import read_network
 
 HELP = """\
 Run a HELM (holomorphic embedding) load flow of NET with its loads, static generators

@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from eth_utils import is_address, to_checksum_address
 
-    from node.accounts import Keyring
+    from contracts.accounts import Keyring
     from node.ethereumjs import ETHEREUMJS, CliqueNetwork, NetworkError
 
     if not 1 <= args.sealers <= MAX_SEALERS:
@@ -161,7 +161,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _demo_keyring(data_dir: Path):
-    from node.accounts import Keyring
+    from contracts.accounts import Keyring
 
     keyring = Keyring.load_or_create(data_dir)
     for name in ("alice", "meter-M01"):
@@ -186,11 +186,11 @@ def _print_network(network, data_dir: Path, keyring, extra: list[str], temporary
 
 
 def _demo(network, keyring, stop: threading.Event) -> None:
-    from node import units
-    from node.client import ChainClient, ChainError
-    from node.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
-    from node.deploy import CommunityConfig, deploy_community
-    from node.solidity import CompileError, build_contracts
+    from contracts import units
+    from contracts.client import ChainClient, ChainError
+    from contracts.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+    from contracts.deploy import CommunityConfig, deploy_community
+    from contracts.build import CompileError, build_contracts
 
     def step(message: str) -> None:
         if stop.is_set():

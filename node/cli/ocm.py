@@ -102,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ocm.errors import NetworkError
+    from ocm.grid.errors import NetworkError
     from ocm.profiles import ProfileError
 
     if args.net == SERVE:
@@ -119,15 +119,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_service(args: argparse.Namespace) -> int:
-    from node.accounts import Keyring
+    from contracts.accounts import Keyring
     from node.cli.node import shutdown_requested
-    from node.client import ChainClient, ChainError
-    from node.community import Community
-    from node.deploy import Deployment
-    from node.solidity import build_contracts
-    from ocm.errors import NetworkError
-    from ocm.network_io import read_network_tables
-    from ocm.service import OcmService, ServiceSettings
+    from contracts.client import ChainClient, ChainError
+    from contracts.community import Community
+    from contracts.deploy import Deployment
+    from contracts.build import build_contracts
+    from ocm.grid.errors import NetworkError
+    from ocm.grid.network_io import read_network_tables
+    from ocm.oracle import OcmService, ServiceSettings
 
     if args.serve_net is None:
         raise CliError("lec ocm serve needs the feeder network: lec ocm serve NET")

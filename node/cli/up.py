@@ -67,9 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from node.chain.runtime import open_embedded_chain
-    from node.client import ChainError
-    from node.solidity import CompileError, build_contracts
+    from node.embedded import open_embedded_chain
+    from contracts.client import ChainError
+    from contracts.build import CompileError, build_contracts
 
     for name, value, low, high in (
         ("--slot-minutes", args.slot_minutes, 1, 64),
@@ -114,12 +114,12 @@ class CommunityStack:
         self.gateway = None
 
     def start(self) -> None:
-        from gateway.broker import EmbeddedBroker
+        from node.broker import EmbeddedBroker
         from gateway.service import GatewayService, MqttSettings, topic_name
-        from node.cli.demo_community import set_up_community, write_feeder
-        from node.community import Community
-        from node.deploy import CommunityConfig, ensure_deployment
-        from node.market import Market
+        from node.demo import set_up_community, write_feeder
+        from contracts.community import Community
+        from contracts.deploy import CommunityConfig, ensure_deployment
+        from contracts.market import Market
 
         args, chain, keyring = self.args, self.chain, self.chain.keyring
         try:
@@ -172,7 +172,7 @@ class CommunityStack:
         self.threads.append(thread)
 
     def _simulate(self, community, keyring, mqtt, topic, feeder: Path) -> None:
-        from gateway.simulator import SimulatorSettings, run_simulation
+        from node.simulation.meters import SimulatorSettings, run_simulation
 
         settings = SimulatorSettings(
             network=feeder, start_offset_minutes=-self.args.replay_minutes, speed=30.0
@@ -180,8 +180,8 @@ class CommunityStack:
         run_simulation(community, keyring, mqtt, topic, settings, should_stop=self.stop_event.is_set)
 
     def _serve_ocm(self, community, keyring, feeder: Path) -> None:
-        from ocm.network_io import read_network_tables
-        from ocm.service import OcmService
+        from ocm.grid.network_io import read_network_tables
+        from ocm.oracle import OcmService
 
         OcmService(community, keyring["ocm"], read_network_tables(feeder)).run(self.stop_event)
 
@@ -193,7 +193,7 @@ class CommunityStack:
         )
 
     def _report(self, url, deployment, fresh, community, feeder: Path, topic: str) -> None:
-        from node.cli.demo_community import DEMO_FLEXIBILITIES
+        from node.demo import DEMO_FLEXIBILITIES
 
         node, keyring = self.chain.node, self.chain.keyring
         chain_facts = (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
+from node.broker import EmbeddedBroker
 from node.ports import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
+from node.broker import EmbeddedBroker
 from gateway.service import GatewayService, MqttSettings
 from gateway.submitter import SubmitterSettings
-from node.accounts import Keyring
-from node.chain.runtime import EmbeddedChain, open_embedded_chain
-from node.client import ChainClient, Signer
-from node.community import Community, Meter, Role
-from node.deploy import CommunityConfig, deploy_community
+from contracts.accounts import Keyring
+from node.embedded import EmbeddedChain, open_embedded_chain
+from contracts.client import ChainClient, Signer
+from contracts.community import Community, Meter, Role
+from contracts.deploy import CommunityConfig, deploy_community
 
 METER_IDS = tuple(f"M{i:02d}" for i in range(40))
 REGISTRATION_GAS = 400_000

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 import paho.mqtt.client as mqtt
 
 from gateway.payload import sign_payload
-from node import units
-from node.community import Community, MeterReading
+from contracts import units
+from contracts.community import Community, MeterReading
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

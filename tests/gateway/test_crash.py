@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.service import reading_topic
-from node.paths import PROJECT_ROOT
+from contracts.paths import PROJECT_ROOT
 from tests.gateway.brokers import AmqttBroker, MosquittoBroker, needs_mosquitto
 from tests.gateway.conftest import METER_IDS
 from tests.gateway.helpers import (

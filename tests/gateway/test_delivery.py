@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gateway.broker import EmbeddedBroker
+from node.broker import EmbeddedBroker
 from gateway.service import MqttSettings, reading_topic
-from node.community import MeterReading
+from contracts.community import MeterReading
 from tests.gateway.brokers import restart_embedded
 from tests.gateway.conftest import METER_IDS, start_gateway
 from tests.gateway.helpers import (

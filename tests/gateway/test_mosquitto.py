@@ -9,7 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.service import MqttSettings, reading_topic
-from node.community import MeterReading
+from contracts.community import MeterReading
 from tests.gateway.brokers import MosquittoBroker, needs_mosquitto
 from tests.gateway.conftest import METER_IDS, start_gateway
 from tests.gateway.helpers import (

@@ -18,7 +18,7 @@ from gateway.payload import (
     parse_payload,
     sign_payload,
 )
-from node.community import MeterReading
+from contracts.community import MeterReading
 
 KEY = Account.from_key("0x" + "11" * 32)
 READING = MeterReading("M01", 1_767_225_600, 1.25, -0.1, 1.012, -0.42)

@@ -11,8 +11,8 @@ from eth_account import Account
 
 from gateway.payload import Reason
 from gateway.service import reading_topic
-from node import units
-from node.community import MeterReading
+from contracts import units
+from contracts.community import MeterReading
 from tests.gateway.conftest import METER_IDS, register_meters, start_gateway
 from tests.gateway.helpers import Publisher, recorded, signed_payload, wait_for, wait_published
 from tests.gateway.test_delivery import gateway_settings, readings_for

@@ -9,7 +9,7 @@ import pytest
 
 from market.agents import BatteryOwner, EvOwner, PlainConsumer, PvProsumer, SlotOutlook, trading_round
 from market.orderbook import build_order_book
-from node.market import Side, TimeInForce
+from contracts.market import Side, TimeInForce
 
 IMPORT, EXPORT = Decimal("0.3"), Decimal("0.05")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from market.orderbook import MarketEvents, OrderBookView, build_order_book
-from node import units
-from node.market import AssetKind, CloseReason, OrderStatus, Side
-from tests.market.conftest import PRICE
+from contracts import units
+from contracts.market import AssetKind, CloseReason, OrderStatus, Side
+from tests.market_setup import PRICE
 
 BUY, SELL = Side.BUY, Side.SELL
 

@@ -9,9 +9,9 @@ import sys
 import threading
 import time
 
-from node.client import ChainClient
-from node.deploy import Deployment
-from node.paths import PROJECT_ROOT
+from contracts.client import ChainClient
+from contracts.deploy import Deployment
+from contracts.paths import PROJECT_ROOT
 from node.ports import free_port
 
 

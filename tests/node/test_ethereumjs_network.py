@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from node import units
-from node.accounts import Keyring
-from node.client import ChainClient
-from node.community import Band, BandSource, Community, Flexibility, FlexKind, Meter, MeterReading, Role
-from node.deploy import CommunityConfig, deploy_community
+from contracts import units
+from contracts.accounts import Keyring
+from contracts.client import ChainClient
+from contracts.community import Band, BandSource, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from contracts.deploy import CommunityConfig, deploy_community
 from node.ethereumjs import (
     CHAIN_ID,
     ETHEREUMJS,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandapower as pp
 
-from ocm.loadflow import NetworkResult
+from ocm.grid.loadflow import NetworkResult
 
 VM_TOLERANCE_PU = 1e-6
 VA_TOLERANCE_DEGREE = 1e-4

@@ -10,7 +10,7 @@ import pandapower as pp
 import pytest
 
 from ocm.case import case_from_pandapower, load_case
-from ocm.errors import NetworkError
+from ocm.grid.errors import NetworkError
 from ocm.problem import Limits
 from tests.ocm.helpers import native_from_pandapower
 from tests.ocm.networks import radial_feeder

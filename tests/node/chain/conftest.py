@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from node.chain.runtime import open_embedded_chain
+from node.embedded import open_embedded_chain
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import requests
 from eth_account import Account
 from web3 import Web3
 
-from node import units
-from node.chain.runtime import open_embedded_chain
-from node.client import ChainClient, ChainError
-from node.community import Community, Meter, MeterReading, Role
-from node.deploy import CommunityConfig, deploy_community
+from contracts import units
+from node.embedded import open_embedded_chain
+from contracts.client import ChainClient, ChainError
+from contracts.community import Community, Meter, MeterReading, Role
+from contracts.deploy import CommunityConfig, deploy_community
 from tests.node.chain.conftest import post, rpc
-from tests.node.helpers import expect_revert
+from tests.reverts import expect_revert
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_client_raises_typed_errors_for_refused_transactions(served, artifacts):
     _, url = served
     client = ChainClient.connect(url, artifacts)
     with pytest.raises(ChainError, match="insufficient funds"):
-        from node.client import Signer
+        from contracts.client import Signer
 
         client.transfer_ether(Signer.generate("pauper"), "0x" + "22" * 20, 1)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from node.accounts import Keyring
-from node.client import ChainClient
-from node.community import Community, Meter, MeterReading, Role
-from node.deploy import CommunityConfig, deploy_community
-from node.paths import NODE_MODULES, PROJECT_ROOT
+from contracts.accounts import Keyring
+from contracts.client import ChainClient
+from contracts.community import Community, Meter, MeterReading, Role
+from contracts.deploy import CommunityConfig, deploy_community
+from contracts.paths import NODE_MODULES, PROJECT_ROOT
 from node.ports import free_port
 from tests.node.chain.conftest import rpc
 from tests.processes import interrupt, kill_hard
@@ -155,7 +155,7 @@ def test_kill_9_and_restart_loses_nothing(tmp_path, artifacts):
 
 
 def json_deployment(data_dir: Path):
-    from node.deploy import Deployment
+    from contracts.deploy import Deployment
 
     deployment = Deployment.load(data_dir)
     assert (

@@ -1,0 +1,229 @@
+"""The meter simulator: registered meters on a real LV feeder publish signed readings.
+
+For every minute, each meter's household (``node.simulation.profiles``) gives P and Q; the bus
+loads go through a HELM load flow of the feeder, which gives every bus's V and θ; each
+meter signs its reading with its own key and publishes it on the gateway's topic. The
+clock replays past minutes at ``speed`` times real time, then runs in real time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from node.simulation import profiles
+from gateway.payload import sign_payload
+from gateway.service import MqttSettings, reading_topic
+from contracts.accounts import Keyring
+from contracts.community import Community, Meter, MeterReading, Role
+
+log = logging.getLogger(__name__)
+
+PUBLISH_DELAY_S = 2  # a minute's reading leaves the meter this long after the minute ends
+REGISTRATION_GAS = 400_000
+SIMULATED_MEMBER = "sim-member"
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    network: Path | None = None  # None: pandapower's Kerber Dorfnetz
+    start_offset_minutes: int = 0  # first minute relative to now (negative: replay the past)
+    minutes: int | None = None  # stop after this many minutes
+    speed: float = 1.0  # clock speed while replaying
+    seed: int = 1
+    payload_form: str = "json"  # or "obis"
+    register_meters: int = 0  # make sure the community has this many meters
+    nominal_voltage_v: float = 230.0
+
+
+@dataclass
+class SimulatedMeter:
+    meter: Meter
+    bus_position: int
+    household: profiles.Household
+    key: object  # the meter's LocalAccount
+
+
+class FeederSimulation:
+    """Households on the buses of a feeder; ``readings(times)`` gives consistent P, Q, V, θ."""
+
+    def __init__(self, grid, meters: list[SimulatedMeter], seed: int):
+        from ocm.grid.helm import HelmSolver
+
+        self.grid = grid
+        self.meters = meters
+        self.seed = seed
+        self._solver = HelmSolver(grid)
+
+    def readings(self, times: list[int]) -> list[list[MeterReading]]:
+        """Per minute of ``times``: the reading of every meter."""
+        stamps = np.array(times, dtype=float)
+        irradiance = profiles.clear_sky_ghi(stamps) * profiles.cloud_factor(stamps, self.seed)
+        h0 = {m.meter.meter_id: profiles.h0_kw(stamps, m.household.annual_kwh) for m in self.meters}
+        p = np.zeros((len(times), self.grid.n_bus))
+        q = np.zeros_like(p)
+        powers = np.zeros((len(times), len(self.meters), 2))
+        for k, time_s in enumerate(times):
+            for j, sim in enumerate(self.meters):
+                powers[k, j] = sim.household.minute(time_s, h0[sim.meter.meter_id][k], irradiance[k])
+                p[k, sim.bus_position] += powers[k, j, 0]
+                q[k, sim.bus_position] += powers[k, j, 1]
+        flow = self._solver.solve(p, q)
+        if not flow.all_converged:
+            raise ValueError(f"the load flow of the feeder did not converge: {flow.reasons[0]}")
+        return [
+            [
+                MeterReading(
+                    sim.meter.meter_id,
+                    time_s,
+                    round(float(powers[k, j, 0]), 3),
+                    round(float(powers[k, j, 1]), 3),
+                    round(float(flow.vm_pu[k, sim.bus_position]), 6),
+                    round(float(flow.va_degree[k, sim.bus_position]), 6),
+                )
+                for j, sim in enumerate(self.meters)
+            ]
+            for k, time_s in enumerate(times)
+        ]
+
+
+def load_feeder(network: Path | None, seed: int):
+    """The grid model of ``network``, or of pandapower's Kerber Dorfnetz (seeded)."""
+    from ocm.grid.network_io import grid_from_pandapower, read_network
+
+    if network is not None:
+        return read_network(network), None
+    import pandapower.networks as pn
+
+    random.seed(seed)  # Kerber generators draw line lengths from the unseeded `random`
+    net = pn.create_kerber_dorfnetz()
+    return grid_from_pandapower(net), sorted(set(net.load.bus.tolist()))
+
+
+def place_meters(community: Community, keyring: Keyring, grid, load_buses, seed: int) -> list[SimulatedMeter]:
+    """Active registered meters whose key is in the keyring, at their bus (or, when the
+    registered bus is not a load bus of this feeder, spread over the load buses)."""
+    buses = [b for b in (load_buses or grid.bus_ids.tolist()) if b in set(grid.bus_ids.tolist())]
+    position = {bus: i for i, bus in enumerate(grid.bus_ids.tolist())}
+    placed = []
+    for n, meter_id in enumerate(community.meter_ids()):
+        meter = community.meter(meter_id)
+        key = keyring[f"meter-{meter_id}"].account
+        if not meter.active or key.address != meter.signer:
+            log.info("skipping meter %s (inactive, or its key is not in the keyring)", meter_id)
+            continue
+        bus = meter.bus if meter.bus in buses else buses[n % len(buses)]
+        rng = np.random.default_rng([seed, n])
+        household = profiles.Household.random(rng, seed=seed * 100_003 + n)
+        placed.append(SimulatedMeter(meter, position[bus], household, key))
+    return placed
+
+
+def ensure_meters(community: Community, keyring: Keyring, count: int, load_buses: list[int]) -> None:
+    """Register meters ``S001``… (admin key) until the community has ``count`` meters."""
+    existing = community.meter_ids()
+    missing = count - len(existing)
+    if missing <= 0:
+        return
+    admin, member = keyring["admin"], keyring[SIMULATED_MEMBER]
+    calls = []
+    if not community.has_role(Role.MEMBER, member.address):
+        calls.append((community.add_member_call(member.address, SIMULATED_MEMBER), admin))
+    number = 1
+    while missing:
+        meter_id = f"S{number:03d}"
+        number += 1
+        if meter_id in existing:
+            continue
+        bus = load_buses[(number - 2) % len(load_buses)] if load_buses else 1
+        signer = keyring[f"meter-{meter_id}"].address
+        calls.append((community.register_meter_call(Meter(meter_id, bus, member.address, signer)), admin))
+        missing -= 1
+    community.client.transact_all(calls, gas=REGISTRATION_GAS)
+    log.info("registered %d meters", len(calls))
+
+
+def payload_for(reading: MeterReading, seq: int, form: str, nominal_voltage_v: float, key) -> dict:
+    """The signed payload of ``reading`` in the JSON or the OBIS form."""
+    fields = {"meter_id": reading.meter_id, "time": reading.time, "seq": seq}
+    if form == "obis":
+        obis = {
+            "1-0:1.7.0": round(max(reading.p_kw, 0.0), 3),
+            "1-0:2.7.0": round(max(-reading.p_kw, 0.0), 3),
+            "1-0:3.7.0": round(max(reading.q_kvar, 0.0), 3),
+            "1-0:4.7.0": round(max(-reading.q_kvar, 0.0), 3),
+            "1-0:32.7.0": round(reading.v_pu * nominal_voltage_v, 4),
+            "1-0:81.7.4": reading.theta_deg,
+        }
+        return sign_payload({**fields, "obis": obis}, key)
+    values = {"p_kw": reading.p_kw, "q_kvar": reading.q_kvar, "v_pu": reading.v_pu}
+    return sign_payload({**fields, **values, "theta_deg": reading.theta_deg}, key)
+
+
+def run_simulation(
+    community: Community,
+    keyring: Keyring,
+    mqtt_settings: MqttSettings,
+    topic_community: str,
+    settings: SimulatorSettings,
+    clock: Callable[[], float] = time.time,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Publish readings until ``settings.minutes`` are done (or ``should_stop``); returns
+    how many readings were published."""
+    grid, load_buses = load_feeder(settings.network, settings.seed)
+    if settings.register_meters:
+        ensure_meters(community, keyring, settings.register_meters, load_buses or grid.bus_ids.tolist())
+    meters = place_meters(community, keyring, grid, load_buses, settings.seed)
+    if not meters:
+        raise ValueError("no active meter with a key in the keyring to simulate (try --register --meters N)")
+    simulation = FeederSimulation(grid, meters, settings.seed)
+    client = _connect(mqtt_settings)
+    keys = {sim.meter.meter_id: sim.key for sim in meters}
+    now = clock()
+    first = int(now - now % 60) + 60 * min(settings.start_offset_minutes, 0)
+    started = clock()
+    published, minute, infos = 0, first, []
+    log.info("simulating %d meters on a %d-bus feeder from %s", len(meters), grid.n_bus, time.ctime(first))
+    try:
+        while (settings.minutes is None or minute < first + 60 * settings.minutes) and not should_stop():
+            replay_due = started + (minute - first) / settings.speed
+            time.sleep(max(0.0, max(replay_due, minute + 60 + PUBLISH_DELAY_S) - clock()))
+            (readings,) = simulation.readings([minute])
+            infos = []
+            for reading in readings:
+                key = keys[reading.meter_id]
+                payload = payload_for(
+                    reading, minute // 60, settings.payload_form, settings.nominal_voltage_v, key
+                )
+                topic = reading_topic(topic_community, reading.meter_id)
+                infos.append(client.publish(topic, json.dumps(payload), qos=1))
+            published += len(infos)
+            minute += 60
+        for info in infos:
+            info.wait_for_publish(timeout=30)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return published
+
+
+def _connect(settings: MqttSettings) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lec-simulator-{time.time_ns()}")
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set()
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    client.connect(settings.host, settings.port)
+    client.loop_start()
+    return client

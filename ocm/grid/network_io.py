@@ -1,0 +1,238 @@
+"""Reading networks: pandapower nets (in memory or ``pandapower.to_json`` files) and the native
+``lec-network`` JSON format (documented in docs/native-network-format.md)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ocm.grid.errors import NetworkError
+from ocm.grid.model import Grid, NetworkTables, build_grid
+
+NATIVE_FORMAT = "lec-network"
+NATIVE_VERSION = 1
+SUPPORTED_TABLES = ("bus", "line", "trafo", "switch", "shunt", "load", "sgen", "storage", "ext_grid")
+# pandapower tables that describe no equipment in the load flow (runpp ignores them by default)
+IGNORED_TABLES = ("controller", "measurement", "group", "pwl_cost", "poly_cost")
+UNSUPPORTED_HINTS = {
+    "gen": "voltage-controlled generators (PV buses) are not supported, use sgen",
+    "trafo3w": "three-winding transformers are not supported",
+    "impedance": "impedance elements are not supported",
+    "ward": "ward equivalents are not supported",
+    "xward": "extended ward equivalents are not supported",
+    "dcline": "DC lines are not supported",
+    "motor": "motors are not supported, use load",
+    "asymmetric_load": "asymmetric loads are not supported, use load",
+    "asymmetric_sgen": "asymmetric static generators are not supported, use sgen",
+}
+
+# Native format: element lists, their fields (required ones first, marked by REQUIRED_FIELDS)
+# and the conversions to pandapower's units.
+NATIVE_TABLES = {
+    "buses": "bus",
+    "lines": "line",
+    "trafos": "trafo",
+    "switches": "switch",
+    "shunts": "shunt",
+    "loads": "load",
+    "sgens": "sgen",
+    "storages": "storage",
+    "ext_grids": "ext_grid",
+}
+_POWER_FIELDS = ("p_kw", "q_kvar", "min_p_kw", "max_p_kw", "min_q_kvar", "max_q_kvar")
+_INJECTION_FIELDS = ("bus", "scaling", "in_service", "controllable", "priority_group", *_POWER_FIELDS)
+NATIVE_FIELDS = {
+    "buses": ("vn_kv", "min_vm_pu", "max_vm_pu", "in_service"),
+    "lines": (
+        "from_bus",
+        "to_bus",
+        "length_km",
+        "r_ohm_per_km",
+        "x_ohm_per_km",
+        "c_nf_per_km",
+        "g_us_per_km",
+        "max_i_ka",
+        "parallel",
+        "df",
+        "max_loading_percent",
+        "in_service",
+    ),
+    "trafos": (
+        "hv_bus",
+        "lv_bus",
+        "sn_mva",
+        "vn_hv_kv",
+        "vn_lv_kv",
+        "vk_percent",
+        "vkr_percent",
+        "pfe_kw",
+        "i0_percent",
+        "shift_degree",
+        "tap_side",
+        "tap_pos",
+        "tap_neutral",
+        "tap_step_percent",
+        "tap_step_degree",
+        "tap_changer_type",
+        "parallel",
+        "df",
+        "max_loading_percent",
+        "in_service",
+    ),
+    "switches": ("bus", "element", "et", "closed", "z_ohm"),
+    "shunts": ("bus", "p_kw", "q_kvar", "vn_kv", "step", "in_service"),
+    "loads": (
+        *_INJECTION_FIELDS,
+        "const_z_p_percent",
+        "const_z_q_percent",
+        "const_i_p_percent",
+        "const_i_q_percent",
+    ),
+    "sgens": _INJECTION_FIELDS,
+    "storages": _INJECTION_FIELDS,
+    "ext_grids": ("bus", "vm_pu", "va_degree", "in_service"),
+}
+REQUIRED_FIELDS = {
+    "buses": ("vn_kv",),
+    "lines": ("from_bus", "to_bus", "length_km", "r_ohm_per_km", "x_ohm_per_km", "max_i_ka"),
+    "trafos": ("hv_bus", "lv_bus", "sn_mva", "vn_hv_kv", "vn_lv_kv", "vk_percent", "vkr_percent"),
+    "switches": ("bus", "element", "et"),
+    "shunts": ("bus", "q_kvar"),
+    "loads": ("bus", "p_kw"),
+    "sgens": ("bus", "p_kw"),
+    "storages": ("bus", "p_kw"),
+    "ext_grids": ("bus",),
+}
+
+
+def read_network(path: str | Path) -> Grid:
+    """Grid of a pandapower JSON file (``pandapower.to_json``) or a native ``lec-network`` file."""
+    return build_grid(read_network_tables(path))
+
+
+def read_network_tables(path: str | Path) -> NetworkTables:
+    """Element tables of a network file as ``read_network`` reads it, before modelling (OCM
+    needs the flexibility columns that the grid model leaves out)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetworkError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NetworkError(f"{path} is not a JSON network file ({error})") from None
+    if isinstance(data, dict) and data.get("_class") == "pandapowerNet":
+        return tables_from_pandapower(_pandapower_from_json(text, path))
+    if isinstance(data, dict) and data.get("format") == NATIVE_FORMAT:
+        return tables_from_native(data, default_name=path.stem)
+    raise NetworkError(
+        f"{path} is neither a pandapower network (saved with pandapower.to_json) nor a native "
+        f'network (a JSON object with "format": "{NATIVE_FORMAT}")'
+    )
+
+
+def grid_from_pandapower(net) -> Grid:
+    """Grid of an in-memory ``pandapowerNet``."""
+    return build_grid(tables_from_pandapower(net))
+
+
+def tables_from_pandapower(net) -> NetworkTables:
+    """Element tables of a pandapower net, after rejecting unsupported in-service elements."""
+    if not all(isinstance(net.get(name), pd.DataFrame) for name in SUPPORTED_TABLES):
+        raise NetworkError("not a pandapower network: element tables are missing")
+    for name, table in net.items():
+        if (
+            isinstance(table, pd.DataFrame)
+            and not name.startswith(("res_", "_"))
+            and name not in SUPPORTED_TABLES + IGNORED_TABLES
+            and "in_service" in table
+            and table["in_service"].fillna(False).astype(bool).any()
+        ):
+            rows = table.index[table["in_service"].fillna(False).astype(bool)].tolist()
+            shown = ", ".join(map(str, rows[:10])) + (f" … ({len(rows)})" if len(rows) > 10 else "")
+            hint = UNSUPPORTED_HINTS.get(name, f"element table '{name}' is not supported")
+            raise NetworkError(
+                f"{name} {shown} in service: {hint}. Set them out of service to run without them"
+            )
+    return NetworkTables(
+        name=str(net.get("name") or ""),
+        sn_mva=float(net.sn_mva),
+        f_hz=float(net.f_hz),
+        **{name: net[name] for name in SUPPORTED_TABLES},
+    )
+
+
+def tables_from_native(data: dict, default_name: str = "") -> NetworkTables:
+    """Element tables of a native network (a parsed ``lec-network`` JSON object)."""
+    version = data.get("version", NATIVE_VERSION)
+    if version != NATIVE_VERSION:
+        raise NetworkError(f"native network version {version!r} is not supported (only 1)")
+    allowed = {"format", "version", "name", "description", "sn_mva", "f_hz", *NATIVE_TABLES}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise NetworkError(
+            f"native network: unknown key(s) {', '.join(unknown)}; element lists are "
+            f"{', '.join(NATIVE_TABLES)}"
+        )
+    if not data.get("buses"):
+        raise NetworkError("native network: no buses")
+    tables = {NATIVE_TABLES[key]: _native_table(key, data.get(key, [])) for key in NATIVE_TABLES}
+    trafo = tables["trafo"]
+    if "tap_pos" in trafo:
+        kind = trafo.get("tap_changer_type", pd.Series(None, index=trafo.index, dtype=object))
+        trafo["tap_changer_type"] = kind.where(kind.notna() | trafo["tap_pos"].isna(), "Ratio")
+    try:
+        sn_mva, f_hz = float(data.get("sn_mva", 1.0)), float(data.get("f_hz", 50.0))
+    except (TypeError, ValueError):
+        raise NetworkError("native network: sn_mva and f_hz must be numbers") from None
+    return NetworkTables(name=str(data.get("name", default_name)), sn_mva=sn_mva, f_hz=f_hz, **tables)
+
+
+def _native_table(key: str, rows) -> pd.DataFrame:
+    """One element list as a DataFrame indexed by ``index`` (default: position in the list)."""
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise NetworkError(f"native network: {key} must be a list of objects")
+    fields = NATIVE_FIELDS[key]
+    allowed = {"index", "name", *fields}
+    for position, row in enumerate(rows):
+        where = f"{key}[{position}]"
+        unknown = sorted(set(row) - allowed)
+        if unknown:
+            raise NetworkError(
+                f"native network: {where} has unknown field(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
+        missing = [f for f in REQUIRED_FIELDS[key] if f not in row]
+        if missing:
+            raise NetworkError(f"native network: {where} lacks field(s) {', '.join(missing)}")
+    index = [row.get("index", position) for position, row in enumerate(rows)]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in index):
+        raise NetworkError(f"native network: every index in {key} must be an integer")
+    if len(set(index)) != len(index):
+        raise NetworkError(f"native network: duplicate index in {key}")
+    columns = ["name", *fields]
+    table = pd.DataFrame(
+        [[row.get(c, np.nan) for c in columns] for row in rows],
+        columns=columns,
+        index=pd.Index(index, dtype=np.int64),
+    )
+    for field in _POWER_FIELDS:
+        if field in table:
+            unit = field.replace("_kw", "_mw").replace("_kvar", "_mvar")
+            table[unit] = pd.to_numeric(table.pop(field), errors="coerce") / 1e3
+    return table
+
+
+def _pandapower_from_json(text: str, path: Path):
+    import pandapower
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pandapower.from_json_string(text)
+    except Exception as error:  # pandapower raises many kinds on damaged files
+        raise NetworkError(f"{path}: pandapower could not read the network ({error})") from None

@@ -1,0 +1,121 @@
+"""MeasurementLedger: recording readings, slot energy, and every refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts import units
+from contracts.community import MeterReading
+from tests.reverts import expect_revert
+
+
+def reading(meter="M01", minute=None, p=2.0, q=0.5, v=0.98, theta=-1.5, *, env):
+    minute = env.now_minute() - 5 if minute is None else minute
+    return MeterReading(meter, units.minute_to_unix(minute), p, q, v, theta)
+
+
+def test_a_batch_is_recorded_emitted_and_accumulated(env):
+    community, gateway = env.community, env["gateway"]
+    slot_start = (env.now_minute() // 15 - 2) * 15
+    batch = [reading("M01", slot_start + i, p=1.0 + i, q=-0.25, env=env) for i in range(3)]
+    batch.append(reading("M02", slot_start, p=-3.0, env=env))
+    receipt = community.record_readings(gateway, batch)
+
+    events = env.client.events(community.ledger, "ReadingRecorded", receipt)
+    assert [(units.decode_id(e["meter"]), e["minute"], e["activePowerW"]) for e in events] == [
+        ("M01", slot_start, 1000),
+        ("M01", slot_start + 1, 2000),
+        ("M01", slot_start + 2, 3000),
+        ("M02", slot_start, -3000),
+    ]
+    assert events[0]["voltageMicroPu"] == 980_000 and events[0]["angleMicroDeg"] == -1_500_000
+
+    slot = slot_start // 15
+    energy = community.slot_energy("M01", slot)
+    assert energy.readings == 3
+    assert energy.active_kwh == pytest.approx((1 + 2 + 3) / 60)
+    assert energy.reactive_kvarh == pytest.approx(-0.75 / 60)
+    assert community.slot_energy("M02", slot).active_kwh == pytest.approx(-3 / 60)
+    assert community.slot_energy("M03", slot).readings == 0
+    assert community.has_reading("M01", units.minute_to_unix(slot_start + 2))
+    assert not community.has_reading("M01", units.minute_to_unix(slot_start + 3))
+    meters = [units.encode_id(m) for m in ("M01", "M01", "M03")]
+    assert env.client.call(
+        community.ledger.functions.hasReadings(meters, [slot_start, slot_start + 3, slot_start])
+    ) == [True, False, False]
+
+
+def test_duplicates_are_refused_in_a_batch_and_across_batches(env):
+    community, gateway = env.community, env["gateway"]
+    minute = env.now_minute() - 3
+    first = reading("M01", minute, env=env)
+    community.record_readings(gateway, [first])
+    expect_revert(
+        "DuplicateReading",
+        lambda: community.record_readings(gateway, [reading("M02", minute, env=env), first]),
+        index=1,
+        meter=units.encode_id("M01"),
+        minute=minute,
+    )
+    twice = reading("M03", minute, env=env)
+    expect_revert("DuplicateReading", lambda: community.record_readings(gateway, [twice, twice]), index=1)
+    assert not community.has_reading("M02", units.minute_to_unix(minute)), "a refused batch stores nothing"
+
+
+def test_unknown_and_deregistered_meters_are_refused(env):
+    community, gateway = env.community, env["gateway"]
+    expect_revert(
+        "UnknownMeter",
+        lambda: community.record_readings(gateway, [reading("M01", env=env), reading("NOPE", env=env)]),
+        index=1,
+        meter=units.encode_id("NOPE"),
+    )
+    env.client.transact(community.registry.functions.deregisterMeter(units.encode_id("M02")), env["admin"])
+    expect_revert(
+        "UnknownMeter",
+        lambda: community.record_readings(gateway, [reading("M02", env=env)]),
+        index=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "values", "chain_value"),
+    [
+        ("activePowerW", {"p": 100_000.001}, 100_000_001),
+        ("activePowerW", {"p": -100_000.001}, -100_000_001),
+        ("reactivePowerVar", {"q": 100_001.0}, 100_001_000),
+        ("voltageMicroPu", {"v": 2.000001}, 2_000_001),
+        ("angleMicroDeg", {"theta": 180.000001}, 180_000_001),
+        ("angleMicroDeg", {"theta": -181.0}, -181_000_000),
+    ],
+)
+def test_out_of_range_values_are_refused_and_named(env, field, values, chain_value):
+    bad = reading("M01", env=env, **values)
+    failure = expect_revert(
+        "ReadingOutOfRange",
+        lambda: env.community.record_readings(env["gateway"], [reading("M02", env=env), bad]),
+        index=1,
+        field=field,
+        value=chain_value,
+    )
+    assert field in str(failure)
+
+
+def test_readings_from_the_future_and_empty_batches_are_refused(env):
+    community, gateway = env.community, env["gateway"]
+    future = env.now_minute() + 10
+    expect_revert(
+        "ReadingFromFuture",
+        lambda: community.record_readings(gateway, [reading("M01", future, env=env)]),
+        index=0,
+        minute=future,
+    )
+    expect_revert("EmptyBatch", lambda: community.record_readings(gateway, []))
+
+
+def test_gas_per_reading_in_a_batch_of_100_is_below_target(env):
+    """The issue's target: ≤ 20,000 gas per reading in batches of 100 (see benchmarks/gas.py)."""
+    now = env.now_minute()
+    batch = [reading(("M01", "M02", "M03")[i % 3], now - 1 - i // 3, env=env) for i in range(100)]
+    receipt = env.community.record_readings(env["gateway"], batch)
+    assert receipt["gasUsed"] / 100 <= 20_000

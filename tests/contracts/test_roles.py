@@ -1,0 +1,206 @@
+"""Every state-changing function names the role it needs and refuses every other role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from contracts import units
+from contracts.community import Role
+from tests.contracts.conftest import ROLE_HOLDERS
+from tests.reverts import expect_revert
+
+ZERO_ID = bytes(32)
+
+
+@dataclass(frozen=True)
+class Guarded:
+    contract: str  # attribute of Community
+    function: str
+    arguments: Callable  # env -> tuple
+    role: Role
+    allowed: tuple[str, ...]  # holders that may call it
+
+
+def _future(env, minutes=30):
+    return (env.now_minute() // 15 + 2) * 15 + minutes
+
+
+GUARDED = [
+    Guarded(
+        "registry",
+        "grantRole",
+        lambda env: (Role.DSO.value, env["stranger"].address),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded(
+        "registry",
+        "revokeRole",
+        lambda env: (Role.DSO.value, env["dso"].address),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded(
+        "registry",
+        "addMember",
+        lambda env: (env["stranger"].address, units.encode_id("s")),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded("registry", "removeMember", lambda env: (env["bob"].address,), Role.ADMIN, ("admin",)),
+    Guarded(
+        "registry",
+        "registerMeter",
+        lambda env: (units.encode_id("M99"), 1, env["alice"].address, env["alice"].address),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded(
+        "registry",
+        "setMeterSigner",
+        lambda env: (units.encode_id("M01"), env["alice"].address),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded("registry", "deregisterMeter", lambda env: (units.encode_id("M01"),), Role.ADMIN, ("admin",)),
+    Guarded(
+        "registry",
+        "registerFlexibility",
+        lambda env: (units.encode_id("X99"), env["alice"].address, 1, 0, -1000, 1000, 0, ZERO_ID),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded(
+        "registry",
+        "deactivateFlexibility",
+        lambda env: (units.encode_id("CS01"),),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded(
+        "ledger",
+        "recordReadings",
+        lambda env: ([(units.encode_id("M01"), env.now_minute() - 1, 1000, 0, 1_000_000, 0)],),
+        Role.GATEWAY,
+        ("gateway",),
+    ),
+    Guarded(
+        "limits",
+        "publishBands",
+        lambda env: ([(units.encode_id("CS01"), _future(env), _future(env) + 15, 0, 5000)],),
+        Role.OCM_ORACLE,
+        ("ocm",),
+    ),
+    Guarded(
+        "limits",
+        "postFlexibilityLimitation",
+        lambda env: (units.encode_id("CS01"), _future(env), _future(env) + 15, 0, 5000, 0, "r"),
+        Role.DSO,
+        ("dso",),
+    ),
+    Guarded(
+        "limits",
+        "postFeederLimitation",
+        lambda env: (
+            units.encode_id("F"),
+            [units.encode_id("CS01")],
+            _future(env),
+            _future(env) + 1,
+            0,
+            5000,
+            1,
+            "r",
+        ),
+        Role.DSO,
+        ("dso",),
+    ),
+    Guarded(
+        "token",
+        "mint",
+        lambda env: (env["alice"].address, 10**18),
+        Role.MARKET_OPERATOR,
+        ("operator", "admin"),
+    ),
+]
+
+# ERC-20 holder functions need no role: they act on the caller's own balance or allowance.
+HOLDER_FUNCTIONS = {("token", "transfer"), ("token", "approve"), ("token", "transferFrom")}
+SELF_ONLY_FUNCTIONS = {("registry", "renounceRole")}
+
+
+def test_every_state_changing_function_is_covered(env):
+    covered = {(g.contract, g.function) for g in GUARDED} | HOLDER_FUNCTIONS | SELF_ONLY_FUNCTIONS
+    for attribute in ("registry", "ledger", "limits", "token"):
+        abi = getattr(env.community, attribute).abi
+        for item in abi:
+            if item["type"] == "function" and item["stateMutability"] in ("nonpayable", "payable"):
+                assert (attribute, item["name"]) in covered, f"{attribute}.{item['name']} has no role test"
+
+
+@pytest.mark.parametrize("guarded", GUARDED, ids=lambda g: f"{g.contract}.{g.function}")
+def test_every_other_role_is_refused(env, guarded):
+    contract = getattr(env.community, guarded.contract)
+    arguments = guarded.arguments(env)
+    for holder in ROLE_HOLDERS:
+        if holder in guarded.allowed:
+            continue
+        signer = env[holder]
+        expect_revert(
+            "AccessControlUnauthorizedAccount",
+            lambda signer=signer: env.client.transact(
+                getattr(contract.functions, guarded.function)(*arguments), signer
+            ),
+            account=signer.address,
+            neededRole=guarded.role.value,
+        )
+    for holder in guarded.allowed:  # the same call succeeds for the role that may make it
+        env.client.transact(
+            getattr(contract.functions, guarded.function)(*guarded.arguments(env)), env[holder]
+        )
+        if guarded.function in {
+            "addMember",
+            "registerMeter",
+            "registerFlexibility",
+            "removeMember",
+        }:
+            break  # the second holder would hit a duplicate
+
+
+def test_renounce_role_only_for_oneself(env):
+    registry = env.community.registry.functions
+    for holder in ROLE_HOLDERS:
+        if holder == "dso":
+            continue
+        expect_revert(
+            "AccessControlBadConfirmation",
+            lambda holder=holder: env.client.transact(
+                registry.renounceRole(Role.DSO.value, env["dso"].address), env[holder]
+            ),
+        )
+    env.client.transact(registry.renounceRole(Role.DSO.value, env["dso"].address), env["dso"])
+    assert not env.community.has_role(Role.DSO, env["dso"].address)
+
+
+def test_token_transfers_act_only_on_the_callers_own_funds(env):
+    token, client = env.community.token.functions, env.client
+    env.community.mint(env["operator"], env["alice"].address, 5)
+    client.transact(token.transfer(env["bob"].address, units.tokens_to_units(2)), env["alice"])
+    assert env.community.token_balance(env["bob"].address) == units.tokens_to_units(2)
+    expect_revert(
+        "ERC20InsufficientBalance",
+        lambda: client.transact(token.transfer(env["bob"].address, 1), env["stranger"]),
+        sender=env["stranger"].address,
+    )
+    expect_revert(
+        "ERC20InsufficientAllowance",
+        lambda: client.transact(
+            token.transferFrom(env["alice"].address, env["stranger"].address, 1), env["stranger"]
+        ),
+        spender=env["stranger"].address,
+    )
+    client.transact(token.approve(env["stranger"].address, 7), env["alice"])
+    client.transact(token.transferFrom(env["alice"].address, env["stranger"].address, 7), env["stranger"])
+    assert env.community.token_balance(env["stranger"].address) == 7

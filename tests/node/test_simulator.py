@@ -1,0 +1,73 @@
+"""The meter simulator on the Kerber Dorfnetz feeder: signed readings through the gateway,
+and V, θ on chain are what a load flow of the recorded P, Q gives."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from node.simulation.profiles import Household, h0_kw
+from node.simulation.meters import SimulatorSettings, load_feeder, place_meters, run_simulation
+from contracts import units
+from ocm.grid.helm import HelmSolver
+from tests.gateway.conftest import start_gateway
+from tests.gateway.helpers import wait_for
+from tests.gateway.test_delivery import gateway_settings
+
+
+def test_household_profile_follows_h0_and_pv_injects_at_noon():
+    noon, night = 1_751_371_200, 1_751_338_800  # 2025-07-01 12:00 and 03:00 UTC
+    household = Household(annual_kwh=3500, pv_peak_kw=8.0, ev_kw=0.0, battery_kwh=0.0, seed=3)
+    h0 = h0_kw(np.array([noon, night], dtype=float), 3500)
+    assert 0.05 < h0[1] < h0[0] < 2.0
+    assert household.minute(noon, h0[0], 800.0)[0] < -3.0  # PV exceeds the load
+    assert household.minute(night, h0[1], 0.0)[0] > 0
+
+
+@pytest.mark.parametrize("form", ["json", "obis"])
+def test_simulated_readings_are_consistent(stack, artifacts, broker, tmp_path, topic_community, form):
+    gateway = start_gateway(stack, artifacts, tmp_path / "q", gateway_settings(broker), topic_community)
+    first_block = stack.head_block()
+    offset = -8 if form == "json" else -4
+    now = int(time.time())
+    minutes = {(now - now % 60) // 60 + offset + k for k in range(2)}
+    try:
+        published = run_simulation(
+            stack.community,
+            stack.keyring,
+            gateway_settings(broker),
+            topic_community,
+            SimulatorSettings(start_offset_minutes=offset, minutes=2, speed=1000, payload_form=form),
+            clock=lambda: now,
+        )
+        wait_for(lambda: gateway.stats().get("delivered", 0) == published, 60, "the simulated readings")
+        assert not any(key.startswith("rejected") for key in gateway.stats())
+    finally:
+        gateway.stop()
+
+    events = stack.community.ledger.events.ReadingRecorded().get_logs(from_block=first_block)
+    by_minute = defaultdict(dict)
+    for event in events:
+        args = event["args"]
+        if args["minute"] in minutes:
+            by_minute[args["minute"]][units.decode_id(args["meter"])] = args
+    grid, load_buses = load_feeder(None, seed=1)
+    meters = place_meters(stack.community, stack.keyring, grid, load_buses, seed=1)
+    assert len(by_minute) == 2 and all(len(found) == len(meters) for found in by_minute.values())
+    for found in by_minute.values():
+        p, q = np.zeros(grid.n_bus), np.zeros(grid.n_bus)
+        for sim in meters:
+            p[sim.bus_position] += units.w_to_kw(found[sim.meter.meter_id]["activePowerW"])
+            q[sim.bus_position] += units.var_to_kvar(found[sim.meter.meter_id]["reactivePowerVar"])
+        flow = HelmSolver(grid).solve(p, q)
+        for sim in meters:
+            recorded = found[sim.meter.meter_id]
+            assert units.micro_pu_to_pu(recorded["voltageMicroPu"]) == pytest.approx(
+                flow.vm_pu[0, sim.bus_position], abs=2e-4
+            )
+            assert units.micro_deg_to_deg(recorded["angleMicroDeg"]) == pytest.approx(
+                flow.va_degree[0, sim.bus_position], abs=2e-2
+            )
