@@ -28,14 +28,16 @@ from pathlib import Path
 
 from eth_account import Account
 
-from contracts import units
+from contracts import clock, units
 from contracts.accounts import Keyring
-from contracts.client import ChainClient, Signer
-from contracts.community import Community, MeterReading, Role
-from contracts.deploy import CommunityConfig, deploy_community
-from contracts.paths import NODE_MODULES, PROJECT_ROOT
-from node.ports import free_port
 from contracts.build import build_contracts
+from contracts.client import ChainClient, Signer
+from contracts.community import Community
+from contracts.deploy import CommunityConfig, deploy_community
+from contracts.ledger import Reading
+from contracts.paths import NODE_MODULES, PROJECT_ROOT
+from contracts.registry import Role
+from node.ports import free_port
 
 READINGS_PER_BATCH = 100
 SENDERS = 8
@@ -148,13 +150,15 @@ def readings_per_second(client: ChainClient, funder: Signer, seconds: float) -> 
         client.transfer_ether(funder, keyring[name].address, 10**22)
     admin = keyring["admin"]
     community = Community(client, deploy_community(client, admin, CommunityConfig()))
-    community.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
-    community.add_member(admin, keyring["member"].address, "member")
+    community.registry.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
+    community.registry.add_member(admin, keyring["member"].address, "member")
     member = keyring["member"].address
     registrations = [
         (
             lambda i=i: client.send(
-                community.registry.functions.registerMeter(units.encode_id(f"M{i:03d}"), i, member, member),
+                community.registry.contract.functions.registerMeter(
+                    units.encode_id(f"M{i:03d}"), i, member, member
+                ),
                 admin,
                 gas=200_000,
             )
@@ -163,15 +167,15 @@ def readings_per_second(client: ChainClient, funder: Signer, seconds: float) -> 
     ]
     pipelined(client, registrations)
     batches = max(2, int(seconds * 2.5))
-    now = client.w3.eth.get_block("latest")["timestamp"] // 60
+    now = clock.minute_of(client.latest_timestamp())
     sends = []
     for batch in range(batches):
         minute = now - 1 - batch
         readings = [
-            MeterReading(f"M{i:03d}", minute * 60, 1.0 + i / 100, 0.1, 0.98, -1.0).to_chain()
+            Reading(f"M{i:03d}", clock.minute_start(minute), 1.0 + i / 100, 0.1, 0.98, -1.0).chain
             for i in range(READINGS_PER_BATCH)
         ]
-        call = community.ledger.functions.recordReadings(readings)
+        call = community.ledger.contract.functions.recordReadings(readings)
         sends.append(lambda call=call: client.send(call, keyring["gateway"], gas=GAS_PER_BATCH))
     elapsed = pipelined(client, sends)
     return batches * READINGS_PER_BATCH, elapsed

@@ -16,12 +16,15 @@ usage: .venv/bin/python benchmarks/gas.py
 
 from __future__ import annotations
 
-from contracts import units
+from contracts import clock
 from contracts.accounts import Keyring
-from contracts.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from contracts.build import build_contracts
+from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
 from contracts.devchain import fund, start_eth_tester
-from contracts.build import build_contracts
+from contracts.ledger import Reading
+from contracts.limits import Band
+from contracts.registry import Flexibility, FlexKind, Meter, Role
 
 BATCH_SIZES = (1, 10, 100)
 SLOT_MINUTES = 15
@@ -34,29 +37,29 @@ def setup(meter_count: int):
     fund(client, funder, [keyring[name].address for name in ("admin", "gateway", "ocm", "member")])
     admin = keyring["admin"]
     community = Community(client, deploy_community(client, admin, CommunityConfig(slot_minutes=SLOT_MINUTES)))
-    community.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
-    community.grant_role(admin, Role.OCM_ORACLE, keyring["ocm"].address)
+    community.registry.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
+    community.registry.grant_role(admin, Role.OCM_ORACLE, keyring["ocm"].address)
     member = keyring["member"].address
-    community.add_member(admin, member, "member")
+    community.registry.add_member(admin, member, "member")
     for index in range(meter_count):
-        community.register_meter(admin, Meter(f"M{index:04d}", index, member, member))
-    community.register_flexibility(admin, Flexibility("BAT", member, 1, FlexKind.BATTERY, -50, 50))
+        community.registry.register_meter(admin, Meter(f"M{index:04d}", index, member, member))
+    community.registry.register_flexibility(admin, Flexibility("BAT", member, 1, FlexKind.BATTERY, -50, 50))
     return client, keyring, community
 
 
 def reading_gas(client, keyring, community) -> list[tuple[int, float, float, float]]:
     rows = []
-    now = client.w3.eth.get_block("latest")["timestamp"] // 60
+    now = clock.minute_of(client.latest_timestamp())
     slot_start = (now // SLOT_MINUTES - 20) * SLOT_MINUTES
     for round_index, size in enumerate(BATCH_SIZES):
         first_minute = slot_start - round_index * SLOT_MINUTES
         per_reading = []
         for minute in (first_minute, first_minute + 1):
             batch = [
-                MeterReading(f"M{i:04d}", units.minute_to_unix(minute), 1.234 + i, 0.1, 0.987, -1.25)
+                Reading(f"M{i:04d}", clock.minute_start(minute), 1.234 + i, 0.1, 0.987, -1.25)
                 for i in range(size)
             ]
-            receipt = community.record_readings(keyring["gateway"], batch)
+            receipt = community.ledger.record_readings(keyring["gateway"], batch)
             per_reading.append(receipt["gasUsed"] / size)
         slot_average = (per_reading[0] + (SLOT_MINUTES - 1) * per_reading[1]) / SLOT_MINUTES
         rows.append((size, per_reading[0], per_reading[1], slot_average))
@@ -65,19 +68,19 @@ def reading_gas(client, keyring, community) -> list[tuple[int, float, float, flo
 
 def band_gas(client, keyring, community) -> list[tuple[int, float, float]]:
     rows = []
-    now = client.w3.eth.get_block("latest")["timestamp"] // 60
-    start = (now // 60 + 2) * 60
+    now = clock.minute_of(client.latest_timestamp())
+    start = (now // 60 + 2) * 60  # two hours ahead, on a whole hour
     for minutes in (1, 15, 60):
         gas = []
         for p_max in (40.0, 30.0):  # first publication, then an overwrite of the same minutes
             band = Band(
                 "BAT",
-                units.minute_to_unix(start),
-                units.minute_to_unix(start + minutes),
+                clock.minute_start(start),
+                clock.minute_start(start + minutes),
                 -10.0,
                 p_max,
             )
-            gas.append(community.publish_bands(keyring["ocm"], [band])["gasUsed"])
+            gas.append(community.limits.publish_bands(keyring["ocm"], [band])["gasUsed"])
         rows.append((minutes, gas[0], gas[1]))
         start += 120
     return rows

@@ -188,6 +188,23 @@ class ChainClient:
             self._chain_id = self.w3.eth.chain_id
         return self._chain_id
 
+    def head_block(self) -> int:
+        """The number of the newest block."""
+        return self.w3.eth.block_number
+
+    def latest_timestamp(self) -> int:
+        """The timestamp (UTC Unix seconds) of the newest block: the chain's "now"."""
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def block_interval(self) -> int:
+        """Seconds between the two newest blocks (the chain's block period, roughly; 2 on a
+        chain that has only its genesis)."""
+        head = self.w3.eth.get_block("latest")
+        if head["number"] == 0:
+            return 2
+        parent = self.w3.eth.get_block(head["number"] - 1)
+        return max(1, int(head["timestamp"] - parent["timestamp"]))
+
     @staticmethod
     def events(contract: Contract, event_name: str, receipt: TxReceipt) -> list[dict]:
         """The ``event_name`` logs of ``contract`` in ``receipt``, decoded (others ignored)."""

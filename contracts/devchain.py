@@ -5,8 +5,8 @@ from __future__ import annotations
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
-from contracts.client import ChainClient, Signer
 from contracts.build import ContractArtifact
+from contracts.client import ChainClient, Signer
 
 ETHER = 10**18
 

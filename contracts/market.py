@@ -1,9 +1,8 @@
-"""Typed access to the energy market and the settlement: Python units in, chain integers out.
+"""Typed binding of ``EnergyMarket``: Python units in, chain integers out.
 
 Energy in kWh, prices in tokens per kWh, token amounts in tokens (``Decimal``), times in
-UTC Unix seconds; a delivery slot is its index (``slot = Unix minute // slot_minutes``).
-Every conversion goes through ``contracts.units``. The rules themselves (matching, escrow,
-curtailment, settlement) are in the contracts and ``docs/market.md``.
+UTC Unix seconds; a delivery slot is its index (``contracts.clock.SlotClock``). The rules
+themselves (matching, escrow, curtailment) are in the contract and ``docs/market.md``.
 """
 
 from __future__ import annotations
@@ -16,11 +15,20 @@ from decimal import Decimal
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
-from contracts import units
-from contracts.client import ChainClient, Signer
-from contracts.deploy import Deployment
+from contracts import clock, units
+from contracts.binding import ContractBinding
+from contracts.client import Signer
+from contracts.events import ChainEvent, EventFollower
 
-MAX_ALLOWANCE = 2**256 - 1
+# The events an order book is built from (``contracts.orderbook``).
+MARKET_EVENTS = (
+    "OrderPlaced",
+    "TradeExecuted",
+    "OrderClosed",
+    "TradeCurtailed",
+    "AuctionCleared",
+    "PositionReleased",
+)
 
 
 class Side(enum.IntEnum):
@@ -211,115 +219,30 @@ class AuctionResult:
     closures: list[Closure]
 
 
-@dataclass(frozen=True)
-class MemberSettlement:
-    """One member's settled slot: energy in kWh, money in tokens (+ = member pays)."""
+class EnergyMarket(ContractBinding):
+    """``EnergyMarket``: orders, matching, escrow and curtailment, in Python units."""
 
-    member: str
-    slot: int
-    traded_kwh: float
-    metered_kwh: float
-    imbalance_kwh: float
-    imbalance_amount: Decimal
-    proceeds: Decimal
-    paid_to_treasury: Decimal
-    paid_by_treasury: Decimal
-    proceeds_paid_out: Decimal
-    debt: Decimal
-    credit: Decimal
-
-
-@dataclass(frozen=True)
-class BandViolation:
-    flex_id: str
-    slot: int
-    owner: str
-    outside_kwh: float
-    metered_kwh: float
-    readings: int
-    p_min_kw: float
-    p_max_kw: float
-
-
-@dataclass(frozen=True)
-class SettlementResult:
-    members: list[MemberSettlement]
-    violations: list[BandViolation]
-    receipt: TxReceipt
-
-
-class Market:
-    """The energy market and settlement of one deployed community, in Python units."""
-
-    def __init__(self, client: ChainClient, deployment: Deployment):
-        self.client = client
-        self.deployment = deployment
-        self.slot_minutes = deployment.config.slot_minutes
-        addresses = deployment.addresses
-        self.market = client.contract("EnergyMarket", addresses["EnergyMarket"])
-        self.settlement = client.contract("Settlement", addresses["Settlement"])
-        self.token = client.contract("CommunityToken", addresses["CommunityToken"])
+    CONTRACT = "EnergyMarket"
 
     # ------------------------------------------------------------------- time
 
-    def slot_start(self, slot: int) -> int:
-        return units.slot_start(slot, self.slot_minutes)
-
-    def slot_of(self, unix_seconds: float) -> int:
-        return units.slot_of_time(unix_seconds, self.slot_minutes)
-
     def gate_closure_time(self, slot: int) -> int:
         """When orders for ``slot`` stop being accepted (Unix seconds)."""
-        return self.client.call(self.market.functions.gateClosureTime(slot))
-
-    def final_time(self, slot: int) -> int:
-        """When ``slot`` can be settled (Unix seconds)."""
-        return self.client.call(self.settlement.functions.finalTime(slot))
+        return self._view("gateClosureTime", slot)
 
     # ------------------------------------------------------------ configuration
 
     def set_clearing_mode(self, operator: Signer, mode: ClearingMode) -> TxReceipt:
-        return self.client.transact(self.market.functions.setClearingMode(int(mode)), operator)
+        return self._transact(operator, self._function("setClearingMode", int(mode)))
 
     def clearing_mode(self) -> ClearingMode:
-        return ClearingMode(self.client.call(self.market.functions.clearingMode()))
+        return ClearingMode(self._view("clearingMode"))
 
     def set_gate_closure(self, operator: Signer, lead_seconds: int) -> TxReceipt:
-        minutes = units.duration_minutes(lead_seconds)
-        return self.client.transact(self.market.functions.setGateClosure(minutes), operator)
+        minutes = clock.duration_minutes(lead_seconds)
+        return self._transact(operator, self._function("setGateClosure", minutes))
 
-    def set_treasury(self, operator: Signer, treasury: str) -> TxReceipt:
-        return self.client.transact(self.settlement.functions.setTreasury(treasury), operator)
-
-    def set_grid_prices(
-        self, operator: Signer, from_slot: int, import_price: Decimal | str, export_price: Decimal | str
-    ) -> TxReceipt:
-        """Grid prices in tokens per kWh from ``from_slot`` on (a future slot)."""
-        return self.client.transact(
-            self.set_grid_prices_call(from_slot, import_price, export_price), operator
-        )
-
-    def set_grid_prices_call(
-        self, from_slot: int, import_price: Decimal | str, export_price: Decimal | str
-    ) -> ContractFunction:
-        return self.settlement.functions.setGridPrices(
-            from_slot, units.price_to_units_per_kwh(import_price), units.price_to_units_per_kwh(export_price)
-        )
-
-    def set_finality_delay(self, operator: Signer, delay_seconds: int) -> TxReceipt:
-        minutes = units.duration_minutes(delay_seconds)
-        return self.client.transact(self.settlement.functions.setFinalityDelay(minutes), operator)
-
-    # ------------------------------------------------------------------ token
-
-    def approve(self, member: Signer, tokens: Decimal | str | None = None) -> list[TxReceipt]:
-        """Let the market (escrow) and the settlement (imbalances) take ``member``'s tokens
-        (unlimited when ``tokens`` is None)."""
-        amount = MAX_ALLOWANCE if tokens is None else units.tokens_to_units(tokens)
-        return [
-            self.client.transact(self.token.functions.approve(spender.address, amount), member)
-            for spender in (self.market, self.settlement)
-        ]
+    # ----------------------------------------------------------------- orders
 
     def escrow_for(self, request: OrderRequest) -> Decimal:
         """Tokens a buy order escrows when placed (0 for a sell)."""
@@ -327,24 +250,19 @@ class Market:
             return Decimal(0)
         return units.units_to_tokens(escrow_units(request.quantity_wh, request.limit_price_units))
 
-    def escrow_held(self) -> Decimal:
-        """Tokens the market holds: open buy orders plus trades not yet settled."""
-        return units.units_to_tokens(self.client.call(self.token.functions.balanceOf(self.market.address)))
-
-    # ----------------------------------------------------------------- orders
 
     def insertion_hint(self, slot: int, side: Side, limit_price_units: int) -> int:
-        return self.client.call(self.market.functions.insertionHint(slot, int(side), limit_price_units))
+        return self._view("insertionHint", slot, int(side), limit_price_units)
 
     def place_order_call(self, request: OrderRequest, hint: int | None = None) -> ContractFunction:
         """The call placing ``request``; the book position hint is read now unless given."""
         if hint is None:
             hint = self.insertion_hint(request.slot, request.side, request.limit_price_units)
-        return self.market.functions.placeOrder(request.to_chain(), hint)
+        return self._function("placeOrder", request.to_chain(), hint)
 
     def place_order(self, member: Signer, request: OrderRequest, hint: int | None = None) -> PlacedOrder:
-        receipt = self.client.transact(self.place_order_call(request, hint), member)
-        order_id = self.client.events(self.market, "OrderPlaced", receipt)[0]["orderId"]
+        receipt = self._transact(member, self.place_order_call(request, hint))
+        order_id = self._logs("OrderPlaced", receipt)[0]["orderId"]
         return PlacedOrder(
             order_id=order_id,
             fills=self._fills(receipt),
@@ -354,16 +272,16 @@ class Market:
         )
 
     def cancel_order(self, member: Signer, order_id: int) -> Closure:
-        receipt = self.client.transact(self.market.functions.cancelOrder(order_id), member)
+        receipt = self._transact(member, self._function("cancelOrder", order_id))
         return self._closures(receipt)[0]
 
     def expire_orders(self, caller: Signer, slot: int) -> list[Closure]:
         """Close (up to a bounded number of) open orders of ``slot`` after its gate closed."""
-        return self._closures(self.client.transact(self.market.functions.expireOrders(slot), caller))
+        return self._closures(self._transact(caller, self._function("expireOrders", slot)))
 
     def clear_auction(self, caller: Signer, slot: int) -> AuctionResult:
-        receipt = self.client.transact(self.market.functions.clearAuction(slot), caller)
-        cleared = self.client.events(self.market, "AuctionCleared", receipt)[0]
+        receipt = self._transact(caller, self._function("clearAuction", slot))
+        cleared = self._logs("AuctionCleared", receipt)[0]
         return AuctionResult(
             slot=slot,
             price=units.units_per_kwh_to_price(cleared["price"]),
@@ -372,11 +290,16 @@ class Market:
             closures=self._closures(receipt),
         )
 
+    def curtail_preview(self, flex_id: str, slot: int) -> tuple[int, int, bool]:
+        """What ``curtail`` would do now: (trades cut, open orders cancelled, done), without
+        sending anything; (0, 0, True) when the schedule already fits the band."""
+        return tuple(self._view("curtail", units.encode_id(flex_id), slot))
+
     def curtail(self, caller: Signer, flex_id: str, slot: int) -> CurtailResult:
         """Bring ``flex_id``'s schedule in ``slot`` back inside its band (see docs/market.md)."""
-        call = self.market.functions.curtail(units.encode_id(flex_id), slot)
+        call = self._function("curtail", units.encode_id(flex_id), slot)
         done = self.client.call(call)[2]
-        receipt = self.client.transact(call, caller)
+        receipt = self._transact(caller, call)
         curtailments = [
             Curtailment(
                 trade_id=event["tradeId"],
@@ -386,94 +309,40 @@ class Market:
                 remaining_kwh=units.wh_to_kwh(event["remainingWh"]),
                 refund=units.units_to_tokens(event["refund"]),
             )
-            for event in self.client.events(self.market, "TradeCurtailed", receipt)
+            for event in self._logs("TradeCurtailed", receipt)
         ]
         return CurtailResult(curtailments, self._closures(receipt), done)
 
     # ------------------------------------------------------------------ views
 
     def order(self, order_id: int) -> Order:
-        raw = self.client.call(self.market.functions.order(order_id))
+        raw = self._view("order", order_id)
         return _order(order_id, raw)
 
     def open_orders(self, slot: int, side: Side) -> list[Order]:
         """Open orders of ``slot`` on ``side``, best first."""
-        ids = self.client.call(self.market.functions.openOrders(slot, int(side)))
+        ids = self._view("openOrders", slot, int(side))
         return [self.order(order_id) for order_id in ids]
 
     def position(self, account: str, slot: int) -> Position:
-        bought, sold, proceeds, released = self.client.call(self.market.functions.position(account, slot))
+        bought, sold, proceeds, released = self._view("position", account, slot)
         return Position(
             units.wh_to_kwh(bought), units.wh_to_kwh(sold), units.units_to_tokens(proceeds), released
         )
 
     def schedule(self, flex_id: str, slot: int) -> Schedule:
-        raw = self.client.call(self.market.functions.schedule(units.encode_id(flex_id), slot))
+        raw = self._view("schedule", units.encode_id(flex_id), slot)
         return Schedule(*(units.wh_to_kwh(value) for value in raw))
 
-    # ------------------------------------------------------------- settlement
+    # ----------------------------------------------------------------- events
 
-    def settle_call(self, slot: int, members: Sequence[str]) -> ContractFunction:
-        return self.settlement.functions.settle(slot, list(members))
+    def follow_events(self, from_block: int) -> EventFollower[ChainEvent]:
+        """The market's order, trade and settlement-release events from ``from_block`` on."""
+        return self._follower(MARKET_EVENTS, from_block, lambda event: event)
 
-    def settle(self, caller: Signer, slot: int, members: Sequence[str]) -> SettlementResult:
-        """Settle ``members`` for the final ``slot``; members settled before are skipped."""
-        receipt = self.client.transact(self.settle_call(slot, members), caller)
-        paid = {
-            event["member"]: event for event in self.client.events(self.settlement, "MemberPaid", receipt)
-        }
-        settled = []
-        for event in self.client.events(self.settlement, "MemberSettled", receipt):
-            payment = paid[event["member"]]
-            settled.append(
-                MemberSettlement(
-                    member=event["member"],
-                    slot=event["slot"],
-                    traded_kwh=units.wh_to_kwh(event["tradedWh"]),
-                    metered_kwh=units.watt_minutes_to_kwh(event["meteredWattMinutes"]),
-                    imbalance_kwh=units.watt_minutes_to_kwh(event["imbalanceWattMinutes"]),
-                    imbalance_amount=units.units_to_tokens(event["imbalanceAmount"]),
-                    proceeds=units.units_to_tokens(event["proceeds"]),
-                    paid_to_treasury=units.units_to_tokens(payment["paidToTreasury"]),
-                    paid_by_treasury=units.units_to_tokens(payment["paidByTreasury"]),
-                    proceeds_paid_out=units.units_to_tokens(payment["proceedsPaidOut"]),
-                    debt=units.units_to_tokens(payment["debt"]),
-                    credit=units.units_to_tokens(payment["credit"]),
-                )
-            )
-        violations = [
-            BandViolation(
-                flex_id=units.decode_id(event["flexibility"]),
-                slot=event["slot"],
-                owner=event["owner"],
-                outside_kwh=units.watt_minutes_to_kwh(event["outsideWattMinutes"]),
-                metered_kwh=units.watt_minutes_to_kwh(event["meteredWattMinutes"]),
-                readings=event["readings"],
-                p_min_kw=units.w_to_kw(event["pMinW"]),
-                p_max_kw=units.w_to_kw(event["pMaxW"]),
-            )
-            for event in self.client.events(self.settlement, "BandViolation", receipt)
-        ]
-        return SettlementResult(settled, violations, receipt)
-
-    def settle_debts(self, caller: Signer, member: str) -> TxReceipt:
-        return self.client.transact(self.settlement.functions.settleDebts(member), caller)
-
-    def is_settled(self, member: str, slot: int) -> bool:
-        return self.client.call(self.settlement.functions.isSettled(member, slot))
-
-    def debt_of(self, member: str) -> Decimal:
-        """Tokens ``member`` owes the treasury and has not paid."""
-        return units.units_to_tokens(self.client.call(self.settlement.functions.debtOf(member)))
-
-    def credit_of(self, member: str) -> Decimal:
-        """Tokens the treasury owes ``member`` and has not paid."""
-        return units.units_to_tokens(self.client.call(self.settlement.functions.creditOf(member)))
-
-    def violations(self, flex_id: str) -> tuple[int, float]:
-        """(count, kWh outside the band) of ``flex_id`` over every settled slot."""
-        count, watt_minutes = self.client.call(self.settlement.functions.violations(units.encode_id(flex_id)))
-        return count, units.watt_minutes_to_kwh(watt_minutes)
+    def events_in(self, receipt: TxReceipt) -> list[ChainEvent]:
+        """The market events a transaction emitted, in order."""
+        return self._receipt_events(MARKET_EVENTS, receipt)
 
     # -------------------------------------------------------------- internals
 
@@ -489,7 +358,7 @@ class Market:
                 value=units.units_to_tokens(event["value"]),
                 buyer_refund=units.units_to_tokens(event["buyerRefund"]),
             )
-            for event in self.client.events(self.market, "TradeExecuted", receipt)
+            for event in self._logs("TradeExecuted", receipt)
         ]
 
     def _closures(self, receipt: TxReceipt) -> list[Closure]:
@@ -500,7 +369,7 @@ class Market:
                 remaining_kwh=units.wh_to_kwh(event["remainingWh"]),
                 refund=units.units_to_tokens(event["refund"]),
             )
-            for event in self.client.events(self.market, "OrderClosed", receipt)
+            for event in self._logs("OrderClosed", receipt)
         ]
 
 

@@ -1,8 +1,9 @@
 """Conversions between Python units and the integers stored on chain.
 
 Python side: kW, kvar, per-unit voltage, degrees, UTC Unix seconds, token units.
-Chain side: W, var, µpu (1e-6 pu), µdeg (1e-6 degree), Unix minutes, smallest token units.
-This is the only module that scales by 1000 or 1e6; everything else calls it.
+Chain side: W, var, µpu (1e-6 pu), µdeg (1e-6 degree), Wh, smallest token units; time
+(Unix minutes, market slots) is ``contracts.clock``'s. This is the only module that scales
+by 1000 or 1e6; everything else calls it.
 Sign convention everywhere: load convention, positive power = consumption.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import math
 from decimal import Decimal, InvalidOperation
 
-SECONDS_PER_MINUTE = 60
 TOKEN_DECIMALS = 18
 ID_BYTES = 32
 
@@ -71,42 +71,6 @@ def deg_to_micro_deg(degrees: float) -> int:
 
 def micro_deg_to_deg(micro_deg: int) -> float:
     return micro_deg / 1_000_000
-
-
-def unix_minute(unix_seconds: float) -> int:
-    """UTC Unix seconds (minute aligned) → Unix minute, the chain's time index."""
-    seconds = int(unix_seconds)
-    if seconds != unix_seconds or seconds % SECONDS_PER_MINUTE:
-        raise UnitError(f"time {unix_seconds!r} is not aligned to a whole minute")
-    return seconds // SECONDS_PER_MINUTE
-
-
-def minute_to_unix(minute: int) -> int:
-    """Unix minute → UTC Unix seconds."""
-    return minute * SECONDS_PER_MINUTE
-
-
-def slot_of_minute(minute: int, slot_minutes: int) -> int:
-    """Market slot index that contains Unix minute ``minute``."""
-    return minute // slot_minutes
-
-
-def slot_start(slot: int, slot_minutes: int) -> int:
-    """UTC Unix seconds at which market ``slot`` starts."""
-    return minute_to_unix(slot * slot_minutes)
-
-
-def slot_of_time(unix_seconds: float, slot_minutes: int) -> int:
-    """Market slot that contains the instant ``unix_seconds`` (any second)."""
-    return int(unix_seconds) // SECONDS_PER_MINUTE // slot_minutes
-
-
-def duration_minutes(seconds: float) -> int:
-    """A duration in seconds (a whole number of minutes) → minutes, as the chain stores it."""
-    whole = int(seconds)
-    if whole != seconds or whole < 0 or whole % SECONDS_PER_MINUTE:
-        raise UnitError(f"duration {seconds!r} s is not a whole, non-negative number of minutes")
-    return whole // SECONDS_PER_MINUTE
 
 
 def kwh_to_wh(kwh: float) -> int:

@@ -1,6 +1,6 @@
 """Which meters exist, which key signs for each and whether it is active, kept current
-from the registry's ``MeterRegistered``, ``MeterSignerChanged`` and ``MeterDeregistered``
-events (one ``eth_getLogs`` per sync, from the deployment block on)."""
+from the registry's meter events (``Registry.follow_meters``: one ``eth_getLogs`` per
+sync, from the deployment block on; rebuilt after a reorganisation of the chain)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from eth_utils import event_abi_to_log_topic, to_checksum_address
-
-from contracts import units
 from contracts.community import Community
+from contracts.registry import MeterChange, MeterEvent
 
 log = logging.getLogger(__name__)
 
 MIN_SYNC_INTERVAL_S = 1.0
-MAX_BLOCKS_PER_QUERY = 5_000
 
 
 @dataclass(frozen=True)
@@ -34,17 +31,8 @@ class MeterDirectory:
     def __init__(self, community: Community, clock=time.monotonic):
         self._community = community
         self._clock = clock
-        registry = community.registry
-        self._events = {
-            event_abi_to_log_topic(event.abi): event
-            for event in (
-                registry.events.MeterRegistered(),
-                registry.events.MeterSignerChanged(),
-                registry.events.MeterDeregistered(),
-            )
-        }
+        self._follower = community.registry.follow_meters(community.deployment.block)
         self._meters: dict[str, MeterEntry] = {}
-        self._next_block = community.deployment.block
         self._last_sync = float("-inf")
         self._lock = threading.Lock()
 
@@ -66,33 +54,20 @@ class MeterDirectory:
         """Apply the registry events of the blocks not seen yet; returns how many."""
         with self._lock:
             self._last_sync = self._clock()
-            w3 = self._community.client.w3
-            head = w3.eth.block_number
-            applied = 0
-            while self._next_block <= head:
-                last = min(head, self._next_block + MAX_BLOCKS_PER_QUERY - 1)
-                logs = w3.eth.get_logs(
-                    {
-                        "address": self._community.registry.address,
-                        "fromBlock": self._next_block,
-                        "toBlock": last,
-                        "topics": [list(self._events)],
-                    }
-                )
-                for entry in logs:
-                    self._apply(self._events[bytes(entry["topics"][0])].process_log(entry))
-                applied += len(logs)
-                self._next_block = last + 1
-            return applied
+            update = self._follower.poll()
+            if update.rewound_from is not None:  # rebuild: events of dropped blocks are void
+                self._follower = self._community.registry.follow_meters(self._community.deployment.block)
+                self._meters.clear()
+                update = self._follower.poll()
+            for event in update.items:
+                self._apply(event)
+            return len(update.items)
 
-    def _apply(self, event) -> None:
-        args = event["args"]
-        meter_id = units.decode_id(args["meterId"])
-        known = self._meters.get(meter_id)
-        if event["event"] == "MeterRegistered":
-            signer = to_checksum_address(args["signer"])
-            self._meters[meter_id] = MeterEntry(meter_id, signer, args["bus"], active=True)
-        elif known is not None and event["event"] == "MeterSignerChanged":
-            self._meters[meter_id] = replace(known, signer=to_checksum_address(args["signer"]))
+    def _apply(self, event: MeterEvent) -> None:
+        known = self._meters.get(event.meter_id)
+        if event.change == MeterChange.REGISTERED:
+            self._meters[event.meter_id] = MeterEntry(event.meter_id, event.signer, event.bus, active=True)
+        elif known is not None and event.change == MeterChange.SIGNER_CHANGED:
+            self._meters[event.meter_id] = replace(known, signer=event.signer)
         elif known is not None:
-            self._meters[meter_id] = replace(known, active=False)
+            self._meters[event.meter_id] = replace(known, active=False)

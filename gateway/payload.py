@@ -27,8 +27,8 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from contracts import units
-from contracts.community import MeterReading
+from contracts import clock, units
+from contracts.ledger import Reading
 
 MAX_PAYLOAD_BYTES = 4096
 MAX_SEQ = 2**63 - 1
@@ -88,7 +88,7 @@ class Rejection(Exception):
 class SignedReading:
     """A parsed, well-formed reading and the address that signed it."""
 
-    reading: MeterReading
+    reading: Reading
     seq: int
     signer: str
     digest: bytes  # sha256 of the canonical form: equal digests = the same reading
@@ -143,7 +143,7 @@ def parse_payload(raw: bytes, topic_meter_id: str, nominal_voltage_v: float) -> 
         raise refuse(Reason.SCHEMA, "meter_id must be 1..32 bytes of UTF-8 without NUL, '/', '+', '#'")
     if meter_id != topic_meter_id:
         raise refuse(Reason.METER_MISMATCH, f"payload meter_id {meter_id!r} differs from the topic's")
-    if time_s is None or time_s < 0 or time_s % units.SECONDS_PER_MINUTE:
+    if time_s is None or time_s < 0 or time_s % clock.SECONDS_PER_MINUTE:
         raise refuse(Reason.SCHEMA, "time must be whole UTC Unix seconds aligned to a minute")
     if seq is None or not 0 <= seq <= MAX_SEQ:
         raise refuse(Reason.SCHEMA, f"seq must be an integer 0..{MAX_SEQ}")
@@ -156,7 +156,7 @@ def parse_payload(raw: bytes, topic_meter_id: str, nominal_voltage_v: float) -> 
             v_pu = _number(payload, "v_pu", refuse)
         else:
             v_pu = _number(payload, "v_volt", refuse) / nominal_voltage_v
-    reading = MeterReading(meter_id, time_s, p_kw, q_kvar, v_pu, theta_deg)
+    reading = Reading(meter_id, time_s, p_kw, q_kvar, v_pu, theta_deg)
     canonical = canonical_bytes(payload)
     signer = _recover(canonical, payload["signature"], refuse)
     return SignedReading(reading, seq, signer, hashlib.sha256(canonical).digest())

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.ledger import Reading
 from gateway.payload import SignedReading
-from contracts.community import MeterReading
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -72,7 +72,7 @@ class AcceptOutcome(enum.Enum):
 @dataclass(frozen=True)
 class QueuedReading:
     id: int
-    reading: MeterReading
+    reading: Reading
     seq: int
     attempts: int
     received_at: float
@@ -80,7 +80,7 @@ class QueuedReading:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    reading: MeterReading
+    reading: Reading
     seq: int
     reason: str
     detail: str
@@ -117,7 +117,7 @@ class ReadingQueue:
                 (latest_time, limit + len(excluded)),
             ).fetchall()
         found = [
-            QueuedReading(row[0], MeterReading(*row[1:7]), row[7], row[8], row[9])
+            QueuedReading(row[0], Reading(*row[1:7]), row[7], row[8], row[9])
             for row in rows
             if row[0] not in excluded
         ]
@@ -167,7 +167,7 @@ class ReadingQueue:
                 "SELECT meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, reason, detail "
                 "FROM dead_letter ORDER BY failed_at"
             ).fetchall()
-        return [DeadLetter(MeterReading(*row[:6]), row[6], row[7], row[8]) for row in rows]
+        return [DeadLetter(Reading(*row[:6]), row[6], row[7], row[8]) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """Rows per table: ``queued``, ``delivered``, ``dead``."""

@@ -22,14 +22,14 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
+from contracts.client import Signer
+from contracts.community import Community
 from gateway.meter_keys import MeterDirectory
 from gateway.payload import Reason, Rejection
 from gateway.queue import AcceptOutcome, QueuedReading, ReadingQueue
 from gateway.ratelimit import ThrottledLog
 from gateway.submitter import Submitter, SubmitterSettings
 from gateway.validation import AcceptancePolicy, ReadingValidator
-from contracts.client import Signer
-from contracts.community import Community
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 from web3.exceptions import TransactionNotFound
 
-from gateway.queue import QueuedReading, ReadingQueue
-from gateway.ratelimit import ThrottledLog
-from contracts import units
+from contracts import clock
 from contracts.client import ChainError, ContractRevert, Signer
 from contracts.community import Community
+from gateway.queue import QueuedReading, ReadingQueue
+from gateway.ratelimit import ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Submitter:
             self._settle_receipts(self._head_number, head["number"])
             self._head_number, self._head_time = head["number"], head["timestamp"]
         self._release_lost()
-        latest_minute_start = self._head_time - self._head_time % units.SECONDS_PER_MINUTE
+        latest_minute_start = clock.floor_to_minute(self._head_time)
         while len(self._in_flight) < self.settings.max_in_flight:
             in_flight_ids = [item.id for entry in self._in_flight.values() for item in entry.items]
             batch = self.queue.pending(self.settings.max_batch, latest_minute_start, in_flight_ids)
@@ -130,10 +130,7 @@ class Submitter:
         retried = [item for item in batch if item.attempts > 0]
         if not retried:
             return batch
-        chain = [item.reading.to_chain() for item in retried]
-        recorded = self.community.client.call(
-            self.community.ledger.functions.hasReadings([c[0] for c in chain], [c[1] for c in chain])
-        )
+        recorded = self.community.ledger.recorded([item.reading for item in retried])
         held = {item.id for item, is_recorded in zip(retried, recorded, strict=True) if is_recorded}
         if held:
             self.queue.deliver(sorted(held), None, None)
@@ -143,7 +140,7 @@ class Submitter:
     def _send(self, batch: list[QueuedReading]) -> None:
         self.queue.mark_attempted([item.id for item in batch])
         gas = self.settings.base_gas + self.settings.gas_per_reading * len(batch)
-        call = self.community.record_readings_call([item.reading for item in batch])
+        call = self.community.ledger.record_readings_call([item.reading for item in batch])
         tx_hash = self.community.client.send(call, self.signer, gas=gas)
         self._in_flight[tx_hash] = InFlight(tx_hash, batch)
         log.debug("sent %d readings in 0x%s", len(batch), tx_hash.hex())

@@ -48,7 +48,7 @@ class ReadingValidator:
             raise refuse(Reason.INACTIVE_METER, f"meter {reading.meter_id!r} is deregistered")
         if signed.signer != meter.signer:
             raise refuse(Reason.BAD_SIGNATURE, "not signed by the key registered for this meter")
-        _check_range(reading.to_chain(), refuse)
+        _check_range(reading.chain, refuse)
         now = self._clock()
         if reading.time > now + self.policy.future_tolerance_s:
             raise refuse(Reason.FROM_FUTURE, f"minute starts {reading.time - now:.0f} s in the future")

@@ -21,7 +21,7 @@ from decimal import Decimal
 from contracts import units
 from contracts.client import ContractRevert, Signer
 from contracts.community import Community
-from contracts.market import AssetKind, Market, OrderRequest, PlacedOrder, Side, TimeInForce
+from contracts.market import AssetKind, OrderRequest, PlacedOrder, Side, TimeInForce
 
 log = logging.getLogger(__name__)
 
@@ -90,37 +90,37 @@ class Agent(ABC):
     def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
         """The orders to place for ``outlook.slot``."""
 
-    def outlook(self, market: Market, community: Community, slot: int) -> SlotOutlook:
+    def outlook(self, community: Community, slot: int) -> SlotOutlook:
         """Band, schedule and grid prices of ``slot`` as the chain has them now."""
-        prices = market.client.call(market.settlement.functions.gridPricesAt(slot))
+        prices = community.settlement.grid_prices_at(slot)
         outlook = SlotOutlook(
             slot=slot,
-            slot_minutes=market.slot_minutes,
-            import_price=units.units_per_kwh_to_price(prices[1]),
-            export_price=units.units_per_kwh_to_price(prices[2]),
+            slot_minutes=community.slot_minutes,
+            import_price=prices.import_price,
+            export_price=prices.export_price,
         )
         if self.asset_kind != AssetKind.FLEXIBILITY:
             return outlook
-        p_min_kw, p_max_kw, _ = community.tightest_band(self.asset_id, slot)
-        schedule = market.schedule(self.asset_id, slot)
+        band = community.limits.tightest_band(self.asset_id, slot)
+        schedule = community.market.schedule(self.asset_id, slot)
         return SlotOutlook(
             slot=slot,
-            slot_minutes=market.slot_minutes,
+            slot_minutes=community.slot_minutes,
             import_price=outlook.import_price,
             export_price=outlook.export_price,
-            band_kw=(p_min_kw, p_max_kw),
+            band_kw=(band.p_min_kw, band.p_max_kw),
             matched_net_kwh=schedule.matched_net_kwh,
             open_buy_kwh=schedule.open_buy_kwh,
             open_sell_kwh=schedule.open_sell_kwh,
         )
 
-    def act(self, market: Market, community: Community, slot: int) -> AgentResult:
+    def act(self, community: Community, slot: int) -> AgentResult:
         """Plan ``slot`` from the chain's outlook and place the orders; a refused order is
         logged and reported, not raised."""
         result = AgentResult()
-        for request in self.plan(self.outlook(market, community, slot)):
+        for request in self.plan(self.outlook(community, slot)):
             try:
-                placed = market.place_order(self.signer, request)
+                placed = community.market.place_order(self.signer, request)
             except ContractRevert as refusal:
                 log.info("%s: order refused: %s", self.name, refusal)
                 result.refused.append((request, refusal))
@@ -265,8 +265,6 @@ class PlainConsumer(Agent):
         ]
 
 
-def trading_round(
-    agents: Sequence[Agent], market: Market, community: Community, slot: int
-) -> dict[str, AgentResult]:
+def trading_round(agents: Sequence[Agent], community: Community, slot: int) -> dict[str, AgentResult]:
     """Every agent acts once for ``slot``, in the given order (sellers first fill the book)."""
-    return {agent.name: agent.act(market, community, slot) for agent in agents}
+    return {agent.name: agent.act(community, slot) for agent in agents}

@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Sequence
 
-from market.agents import Agent, trading_round
 from contracts.client import ChainError, Signer
-from contracts.community import Community, Role
-from contracts.market import ClearingMode, Market
+from contracts.community import Community
+from contracts.market import ClearingMode
+from contracts.registry import Role
+from market.agents import Agent, trading_round
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,7 @@ LOOKBACK_SLOTS = 8  # slots before the current one that are still closed and set
 class MarketOperator:
     """Drives one community's market: agents, gate closure, settlement."""
 
-    def __init__(self, market: Market, community: Community, operator: Signer, agents: Sequence[Agent] = ()):
-        self.market = market
+    def __init__(self, community: Community, operator: Signer, agents: Sequence[Agent] = ()):
         self.community = community
         self.operator = operator
         self.agents = list(agents)
@@ -39,29 +39,37 @@ class MarketOperator:
 
     def tick(self, now: float | None = None) -> dict[str, list[int]]:
         """One round at chain time ``now``; returns the slots traded, closed and settled."""
-        now = self.market.client.w3.eth.get_block("latest")["timestamp"] if now is None else now
-        current = self.market.slot_of(now)
+        now = self.community.client.latest_timestamp() if now is None else now
+        current = self.community.clock.slot_of(now)
         done: dict[str, list[int]] = {"traded": [], "closed": [], "settled": []}
-        next_open = current if now < self.market.gate_closure_time(current) else current + 1
+        next_open = self._next_open_slot(current, now)
         if self._first_slot is None:
             self._first_slot = next_open
         if self.agents and next_open not in self._traded:
-            results = trading_round(self.agents, self.market, self.community, next_open)
+            results = trading_round(self.agents, self.community, next_open)
             placed = sum(len(r.placed) for r in results.values())
             refused = sum(len(r.refused) for r in results.values())
             log.info("slot %d: agents placed %d orders (%d refused)", next_open, placed, refused)
             self._traded.add(next_open)
             done["traded"].append(next_open)
         for slot in range(max(self._first_slot, current - LOOKBACK_SLOTS), next_open):
-            if slot not in self._closed and now >= self.market.gate_closure_time(slot):
+            if slot not in self._closed and now >= self.community.market.gate_closure_time(slot):
                 self._close(slot)
                 self._closed.add(slot)
                 done["closed"].append(slot)
-            if slot not in self._settled and now >= self.market.final_time(slot):
+            if slot not in self._settled and now >= self.community.settlement.final_time(slot):
                 self._settle(slot)
                 self._settled.add(slot)
                 done["settled"].append(slot)
         return done
+
+    def _next_open_slot(self, current: int, now: float) -> int:
+        """The first slot from ``current`` on whose gate is still open at ``now`` (the gate
+        may close more than a slot ahead of delivery)."""
+        slot = current
+        while now >= self.community.market.gate_closure_time(slot):
+            slot += 1
+        return slot
 
     def run(self, stop: threading.Event, interval: float = 15.0) -> None:
         while not stop.is_set():
@@ -74,12 +82,12 @@ class MarketOperator:
             stop.wait(interval)
 
     def _close(self, slot: int) -> None:
-        if self.market.clearing_mode() == ClearingMode.CALL_AUCTION:
-            result = self.market.clear_auction(self.operator, slot)
+        if self.community.market.clearing_mode() == ClearingMode.CALL_AUCTION:
+            result = self.community.market.clear_auction(self.operator, slot)
             log.info("slot %d: auction cleared (%s)", slot, result)
             return
         while True:
-            closed = self.market.expire_orders(self.operator, slot)
+            closed = self.community.market.expire_orders(self.operator, slot)
             if not closed:
                 return
             log.info("slot %d: %d open orders expired at gate closure", slot, len(closed))
@@ -87,13 +95,13 @@ class MarketOperator:
     def _settle(self, slot: int) -> None:
         members = [
             account
-            for account in self.community.client.call(self.community.registry.functions.members())
-            if self.community.has_role(Role.MEMBER, account)
+            for account in self.community.registry.members()
+            if self.community.registry.has_role(Role.MEMBER, account)
         ]
         if not members:
             return
         started = time.perf_counter()
-        result = self.market.settle(self.operator, slot, members)
+        result = self.community.settlement.settle(self.operator, slot, members)
         log.info(
             "slot %d settled for %d members (%d band violations) in %.1f s",
             slot,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.accounts import Keyring
-from contracts.community import Community, Flexibility, FlexKind, Role
-from contracts.market import MAX_ALLOWANCE, Market
+from contracts.community import Community
+from contracts.registry import Flexibility, FlexKind, Role
 
 FEEDER_FILE = "feeder.json"
 FEEDER_SEED = 1
@@ -83,43 +83,43 @@ def write_feeder(data_dir: Path) -> tuple[Path, list[int]]:
     return path, houses
 
 
-def set_up_community(community: Community, market: Market, keyring: Keyring, houses: list[int]) -> None:
+def set_up_community(community: Community, keyring: Keyring, houses: list[int]) -> None:
     """Roles, members, flexibilities and market settings (first start only)."""
     from node.simulation.meters import ensure_meters
 
     admin, operator = keyring["admin"], keyring["operator"]
     calls = [
-        (community.grant_role_call(role, keyring[name].address), admin)
+        (community.registry.grant_role_call(role, keyring[name].address), admin)
         for name, role in SERVICE_ROLES.items()
     ]
     for name in DEMO_MEMBERS:
-        calls.append((community.add_member_call(keyring[name].address, name), admin))
+        calls.append((community.registry.add_member_call(keyring[name].address, name), admin))
     for flex in DEMO_FLEXIBILITIES:
         bus = houses[round(flex.feeder_position * (len(houses) - 1))]
         definition = Flexibility(
             flex.flex_id, keyring[flex.owner].address, bus, flex.kind, flex.p_low_kw, flex.p_high_kw,
             flex.priority_group,
         )  # fmt: skip
-        calls.append((community.register_flexibility_call(definition), admin))
+        calls.append((community.registry.register_flexibility_call(definition), admin))
     community.client.transact_all(calls, gas=REGISTRATION_GAS)
     ensure_meters(community, keyring, len(houses), houses)
 
-    client, token = community.client, community.token.functions
+    client, token, settlement = community.client, community.token, community.settlement
     funding = [
         client.send_ether(keyring["faucet"], keyring[name].address, 10 * 10**18) for name in DEMO_MEMBERS
     ]
     for tx_hash in funding:
         client.wait(tx_hash)
-    first_priced_slot = market.slot_of(client.w3.eth.get_block("latest")["timestamp"]) + 1
+    first_priced_slot = community.clock.slot_of(client.latest_timestamp()) + 1
     settings = [
-        (community.mint_call(operator.address, TREASURY_TOKENS), operator),
-        (market.settlement.functions.setTreasury(operator.address), operator),
-        (market.set_grid_prices_call(first_priced_slot, IMPORT_PRICE, EXPORT_PRICE), operator),
+        (token.mint_call(operator.address, TREASURY_TOKENS), operator),
+        (settlement.set_treasury_call(operator.address), operator),
+        (settlement.set_grid_prices_call(first_priced_slot, IMPORT_PRICE, EXPORT_PRICE), operator),
         # the treasury pays export credits by allowance
-        (token.approve(market.settlement.address, MAX_ALLOWANCE), operator),
+        (token.approve_call(settlement.address), operator),
     ]
     for name in DEMO_MEMBERS:
-        settings.append((community.mint_call(keyring[name].address, MEMBER_TOKENS), operator))
-        for spender in (market.market, market.settlement):
-            settings.append((token.approve(spender.address, MAX_ALLOWANCE), keyring[name]))
+        settings.append((token.mint_call(keyring[name].address, MEMBER_TOKENS), operator))
+        for spender in (community.market.address, settlement.address):
+            settings.append((token.approve_call(spender), keyring[name]))
     client.transact_all(settings, gas=REGISTRATION_GAS)

@@ -16,13 +16,13 @@ from eth_keys import keys
 from web3 import Web3
 
 from contracts.accounts import Keyring
+from contracts.build import ContractArtifact
+from contracts.client import ChainClient
 from node.chain.genesis import DEFAULT_CHAIN_ID, GenesisConfig
 from node.chain.node import PoaNode
 from node.chain.provider import EmbeddedProvider
 from node.chain.rpc import JsonRpc
 from node.chain.server import RpcHttpServer
-from contracts.client import ChainClient
-from contracts.build import ContractArtifact
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ocm.flexibility import Flexibility
-from ocm.grid.model import Grid
 from ocm.grid.helm import HelmSolver
+from ocm.grid.model import Grid
 from ocm.objectives import OBJECTIVES, Objective
 from ocm.optimizer import AIM_MARGIN, GaSettings, Subproblem, optimise
 from ocm.problem import GridConstraints, Limits, OperatingPoint
@@ -64,6 +64,13 @@ class BandResult:
     seconds: float
     load_flows: int
     solutions: dict = field(default_factory=dict, repr=False)  # per (problem, group): warm starts
+
+    def bands(self) -> list[tuple[Flexibility, float, float]]:
+        """(flexibility, P_min, P_max) of every flexibility, in order."""
+        return [
+            (flex, float(low), float(high))
+            for flex, low, high in zip(self.flexibilities, self.p_min_kw, self.p_max_kw, strict=True)
+        ]
 
     def to_json_dict(self) -> dict:
         """The ``lec ocm --json`` document."""

@@ -9,7 +9,8 @@ Each cycle (one at start, then a few seconds into every minute):
    registered flexibility) all reported within ``stale_after_minutes`` takes the sum of
    their latest readings (P and Q) instead: the meters of a bus are its customers. A bus
    with a missing or stale meter keeps the forecast (documented fallback; the cycle reports
-   which meters were stale). Readings are read from ``ReadingRecorded`` events.
+   which meters were stale). Readings come from the ledger's events
+   (``Ledger.follow_readings``).
 3. **Forecast.** Persistence: the operating point holds for the coming minutes, so one band
    per flexibility is published for ``[next minute, next minute + horizon)``; the next
    cycle overwrites the minutes still ahead with a band from fresher readings.
@@ -27,9 +28,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from contracts import units
+from contracts import clock, units
 from contracts.client import ChainError, Signer
-from contracts.community import Band, Community
+from contracts.community import Community
+from contracts.events import EventFollower
+from contracts.ledger import Reading, RecordedReading
+from contracts.limits import Band
 from ocm.bands import BandResult, OcmProblem
 from ocm.flexibility import Flexibility, flexibilities_from_tables, flexible_load_by_bus
 from ocm.grid.model import NetworkTables, build_grid
@@ -38,7 +42,7 @@ from ocm.problem import OperatingPoint
 log = logging.getLogger(__name__)
 
 CYCLE_OFFSET_S = 5  # run this long after each minute starts, when its readings are in
-LOG_SCAN_BLOCKS = 2_000  # at most this many blocks per eth_getLogs
+FIRST_LOOKBACK_S = 3_600  # on first start, readings of the last hour of blocks are plenty
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,6 @@ class ServiceSettings:
     stale_after_minutes: int = 3
     seed: int = 0
     samples: int = 500
-
-
-@dataclass(frozen=True)
-class Reading:
-    minute: int
-    p_kw: float
-    q_kvar: float
 
 
 @dataclass
@@ -90,19 +87,18 @@ class OcmService:
             self.grid.base_load_kvar.copy(),
         )
         self._latest: dict[str, Reading] = {}
-        self._next_block = 0
+        self._readings: EventFollower[RecordedReading] | None = None
         self._problem: OcmProblem | None = None
-        self._flex_ids: tuple[str, ...] = ()
         self._previous: BandResult | None = None
 
     # ----------------------------------------------------------------- inputs
 
-    def registry_view(self) -> tuple[dict[str, int], set[str], list[tuple[str, Flexibility]]]:
+    def registry_view(self) -> tuple[dict[str, int], set[str], list[Flexibility]]:
         """Meters (id → bus), meters that measure a flexibility, and the active flexibilities."""
         community, energised = self.community, set(self.grid.bus_ids.tolist())
         meters = {}
-        for meter_id in community.meter_ids():
-            meter = community.meter(meter_id)
+        for meter_id in community.registry.meter_ids():
+            meter = community.registry.meter(meter_id)
             if not meter.active:
                 continue
             if meter.bus not in energised:
@@ -112,8 +108,8 @@ class OcmService:
                 continue
             meters[meter_id] = meter.bus
         flexibilities, flex_meters = [], set()
-        for flex_id in community.flexibility_ids():
-            flex = community.flexibility(flex_id)
+        for flex_id in community.registry.flexibility_ids():
+            flex = community.registry.flexibility(flex_id)
             if not flex.active:
                 continue
             if flex.bus not in energised:
@@ -126,44 +122,32 @@ class OcmService:
             if flex.meter_id:
                 flex_meters.add(flex.meter_id)
             flexibilities.append(
-                (
-                    flex_id,
-                    Flexibility(
-                        element="registry",
-                        index=len(flexibilities),
-                        bus=flex.bus,
-                        name=flex_id,
-                        p_low_kw=flex.p_low_kw,
-                        p_high_kw=flex.p_high_kw,
-                        priority_group=flex.priority_group,
-                    ),
+                Flexibility(
+                    element="registry",
+                    index=len(flexibilities),
+                    bus=flex.bus,
+                    name=flex_id,  # the band is published under this id
+                    p_low_kw=flex.p_low_kw,
+                    p_high_kw=flex.p_high_kw,
+                    priority_group=flex.priority_group,
                 )
             )
         return meters, flex_meters, flexibilities
 
     def collect_readings(self) -> int:
-        """Read new ``ReadingRecorded`` events; returns how many were new."""
-        client, ledger = self.community.client, self.community.ledger
-        head = client.w3.eth.block_number
-        if self._next_block == 0:  # first start: the last hour of blocks is plenty
-            period = max(1, self._block_period())
-            self._next_block = max(0, head - 3_600 // period)
+        """Read the readings recorded since the last call; returns how many were newer
+        than what the service knew of their meter."""
+        if self._readings is None:
+            head = self.community.client.head_block()
+            first = max(0, head - FIRST_LOOKBACK_S // max(1, self.community.client.block_interval()))
+            self._readings = self.community.ledger.follow_readings(first)
         count = 0
-        while self._next_block <= head:
-            last = min(head, self._next_block + LOG_SCAN_BLOCKS - 1)
-            event = ledger.events.ReadingRecorded()
-            for entry in event.get_logs(from_block=self._next_block, to_block=last):
-                meter_id = units.decode_id(entry["args"]["meter"])
-                reading = Reading(
-                    entry["args"]["minute"],
-                    units.w_to_kw(entry["args"]["activePowerW"]),
-                    units.var_to_kvar(entry["args"]["reactivePowerVar"]),
-                )
-                known = self._latest.get(meter_id)
-                if known is None or reading.minute >= known.minute:
-                    self._latest[meter_id] = reading
-                    count += 1
-            self._next_block = last + 1
+        for recorded in self._readings.poll().items:
+            reading = recorded.reading
+            known = self._latest.get(reading.meter_id)
+            if known is None or reading.time >= known.time:
+                self._latest[reading.meter_id] = reading
+                count += 1
         return count
 
     def operating_point(self, now_minute: int, meters: dict[str, int], flex_meters: set[str]):
@@ -174,10 +158,10 @@ class OcmService:
             if meter_id not in flex_meters:
                 by_bus.setdefault(bus, []).append(meter_id)
         stale, measured = [], 0
-        oldest = now_minute - self.settings.stale_after_minutes
+        oldest = clock.minute_start(now_minute - self.settings.stale_after_minutes)
         for bus, bus_meters in by_bus.items():
             readings = [self._latest.get(m) for m in bus_meters]
-            late = [m for m, r in zip(bus_meters, readings, strict=True) if r is None or r.minute < oldest]
+            late = [m for m, r in zip(bus_meters, readings, strict=True) if r is None or r.time < oldest]
             if late:
                 stale.extend(late)
                 continue
@@ -192,7 +176,7 @@ class OcmService:
     def cycle(self, now_minute: int | None = None) -> CycleOutcome:
         """Compute and publish the bands for the minutes after ``now_minute``."""
         if now_minute is None:
-            now_minute = self.community.client.w3.eth.get_block("latest")["timestamp"] // 60
+            now_minute = clock.minute_of(self.community.client.latest_timestamp())
         meters, flex_meters, flexibilities = self.registry_view()
         if not flexibilities:
             return CycleOutcome(now_minute, None, False, "no active flexibility registered on this feeder")
@@ -213,16 +197,13 @@ class OcmService:
             log.error("minute %d: %s", now_minute, outcome.reason)
             return outcome
         self._previous = result
-        start, end = (
-            units.minute_to_unix(now_minute + 1),
-            units.minute_to_unix(now_minute + 1 + s.horizon_minutes),
-        )
+        start = clock.minute_start(now_minute + 1)
+        end = clock.minute_start(now_minute + 1 + s.horizon_minutes)
         outcome.bands = [
-            Band(flex_id, start, end, *_inward_kw(low, high))
-            for flex_id, low, high in zip(self._flex_ids, result.p_min_kw, result.p_max_kw, strict=True)
+            Band(flex.name, start, end, *_inward_kw(low, high)) for flex, low, high in result.bands()
         ]
         try:
-            self.community.publish_bands(self.oracle, outcome.bands)
+            self.community.limits.publish_bands(self.oracle, outcome.bands)
         except ChainError as error:
             outcome.reason = f"publishing failed: {error}"
             log.error("minute %d: %s", now_minute, outcome.reason)
@@ -248,11 +229,7 @@ class OcmService:
         every minute, until ``stop`` is set."""
         self._guarded_cycle()
         while not stop.is_set():
-            now = time.time()
-            wait = (
-                (60 - now % 60) + CYCLE_OFFSET_S if now % 60 > CYCLE_OFFSET_S else CYCLE_OFFSET_S - now % 60
-            )
-            if stop.wait(wait):
+            if stop.wait(clock.seconds_to_next_minute(time.time(), CYCLE_OFFSET_S)):
                 return
             self._guarded_cycle()
 
@@ -264,22 +241,13 @@ class OcmService:
 
     # ---------------------------------------------------------------- internals
 
-    def _prepare_problem(self, flexibilities: list[tuple[str, Flexibility]]) -> None:
-        ids = tuple(flex_id for flex_id, _ in flexibilities)
-        definitions = tuple(flex for _, flex in flexibilities)
-        if self._problem is None or ids != self._flex_ids or definitions != self._problem.flexibilities:
+    def _prepare_problem(self, flexibilities: list[Flexibility]) -> None:
+        definitions = tuple(flexibilities)
+        if self._problem is None or definitions != self._problem.flexibilities:
             self._problem = OcmProblem(self.grid, definitions, samples=self.settings.samples)
-            self._flex_ids = ids
             self._previous = None
-            log.info("OCM set up for %d flexibilities: %s", len(ids), ", ".join(ids))
-
-    def _block_period(self) -> int:
-        w3 = self.community.client.w3
-        head = w3.eth.get_block("latest")
-        if head["number"] == 0:
-            return 2
-        parent = w3.eth.get_block(head["number"] - 1)
-        return int(head["timestamp"] - parent["timestamp"]) or 1
+            names = ", ".join(flex.name for flex in definitions)
+            log.info("OCM set up for %d flexibilities: %s", len(definitions), names)
 
 
 def _inward_kw(p_min_kw: float, p_max_kw: float) -> tuple[float, float]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ocm.flexibility import Flexibility
-from ocm.grid.model import COMPUTED, Grid
 from ocm.grid.helm import HelmSolver
+from ocm.grid.model import COMPUTED, Grid
 
 DEFAULT_V_MIN_PU = 0.95
 DEFAULT_V_MAX_PU = 1.05

@@ -1,13 +1,11 @@
-"""Bands for every step of a profile, warm-starting each step from the one before, and the
-files that record them (CSV, JSON; plots in ``ocm.plots``)."""
+"""Bands for every step of a profile, warm-starting each step from the one before; the
+result as a table and a JSON document (``ocm.report`` writes them, with ``ocm.plots``)."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,18 +124,6 @@ def run_timeseries(
         v_min_limit_pu=float(np.max(problem.limits.v_min_pu[voltage_buses], initial=0.0)),
         v_max_limit_pu=float(np.min(problem.limits.v_max_pu[voltage_buses], initial=2.0)),
     )
-
-
-def write_results(result: TimeSeriesResult, out_dir: str | Path) -> list[Path]:
-    """``bands.csv``, ``bands.json`` and the plots in ``out_dir``; returns their paths."""
-    from ocm.plots import write_plots
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out / "bands.csv", out / "bands.json"
-    result.table().to_csv(csv_path, index=False)
-    json_path.write_text(json.dumps(result.to_json_dict(), indent=1) + "\n", encoding="utf-8")
-    return [csv_path, json_path, *write_plots(result, out)]
 
 
 def _iso(unix_seconds: float) -> str:

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 import pytest
 from eth_tester import EthereumTester
 
-from contracts import units
+from contracts import clock, units
 from contracts.accounts import Keyring
 from contracts.client import ChainClient, Signer
-from contracts.community import Community, Flexibility, FlexKind, Meter, MeterReading, Role
-from contracts.deploy import CommunityConfig, deploy_community
-from contracts.devchain import fund, start_eth_tester
-from contracts.market import MAX_ALLOWANCE, AssetKind, Market, Side, TimeInForce
+from contracts.community import Community
+from contracts.deploy import CommunityConfig
+from contracts.ledger import Reading
+from contracts.market import AssetKind, Side, TimeInForce
+from contracts.registry import Flexibility, FlexKind, Meter, Role
+from tests.community_setup import SERVICE_ROLES, SETUP_GAS, deploy_on_eth_tester, populate
 
 SLOT_MINUTES = 15
 GATE_MINUTES = 5
@@ -35,20 +37,8 @@ IMPORT_PRICE = 3 * PRICE
 EXPORT_PRICE = PRICE // 2
 
 # name -> role held; "stranger" holds none.
-ROLE_HOLDERS = {
-    "admin": Role.ADMIN,
-    "dso": Role.DSO,
-    "ocm": Role.OCM_ORACLE,
-    "gateway": Role.GATEWAY,
-    "operator": Role.MARKET_OPERATOR,
-    "aggregator": Role.AGGREGATOR,
-    "alice": Role.MEMBER,
-    "bob": Role.MEMBER,
-    "carol": Role.MEMBER,
-    "dave": Role.MEMBER,
-    "stranger": None,
-}
 MEMBERS = ("alice", "bob", "carol", "dave")
+ROLE_HOLDERS = {**SERVICE_ROLES, **dict.fromkeys(MEMBERS, Role.MEMBER)}
 METERS = {"MA": "alice", "MBAT": "alice", "MB": "bob", "MEV": "bob", "MPV": "carol", "MD": "dave"}
 FLEXIBILITIES = {
     "BAT": ("alice", FlexKind.BATTERY, -20.0, 20.0, "MBAT"),
@@ -71,18 +61,24 @@ class MarketEnv:
     tester: EthereumTester
     keyring: Keyring
     community: Community
-    market: Market
 
     def __getitem__(self, name: str) -> Signer:
         return self.keyring[name]
 
     @property
+    def market(self) -> Community:
+        """The community (tests call ``env.market.market.…`` and ``env.market.settlement.…``)."""
+        return self.community
+
+    @property
     def contract(self):
-        return self.market.market
+        """The raw web3 ``EnergyMarket`` contract."""
+        return self.community.market.contract
 
     @property
     def settlement(self):
-        return self.market.settlement
+        """The raw web3 ``Settlement`` contract."""
+        return self.community.settlement.contract
 
     def now(self) -> int:
         """Timestamp of the next block (Unix seconds)."""
@@ -131,7 +127,7 @@ class MarketEnv:
 
     def balance(self, name_or_address: str) -> int:
         address = name_or_address if name_or_address.startswith("0x") else self[name_or_address].address
-        return self.client.call(self.community.token.functions.balanceOf(address))
+        return self.client.call(self.community.token.contract.functions.balanceOf(address))
 
     def escrow_held(self) -> int:
         return self.balance(self.contract.address)
@@ -139,26 +135,20 @@ class MarketEnv:
     def publish_band(self, flex: str, slot: int, p_min_w: int, p_max_w: int) -> None:
         start = slot * SLOT_MINUTES
         band = (units.encode_id(flex), start, start + SLOT_MINUTES, p_min_w, p_max_w)
-        self.client.transact(self.community.limits.functions.publishBands([band]), self["ocm"])
+        self.client.transact(self.community.limits.contract.functions.publishBands([band]), self["ocm"])
 
     def record_slot(self, meter: str, slot: int, power_w: int | list[int]) -> None:
         """Readings of ``meter`` for every minute of ``slot`` (constant or per-minute W)."""
         powers = power_w if isinstance(power_w, list) else [power_w] * SLOT_MINUTES
         start = slot * SLOT_MINUTES
         readings = [
-            MeterReading(meter, units.minute_to_unix(start + i), units.w_to_kw(p), 0.0, 1.0, 0.0)
+            Reading(meter, clock.minute_start(start + i), units.w_to_kw(p), 0.0, 1.0, 0.0)
             for i, p in enumerate(powers)
         ]
-        self.community.record_readings(self["gateway"], readings)
+        self.community.ledger.record_readings(self["gateway"], readings)
 
 
 def deploy_market_community(artifacts, clearing_mode: str = "continuous") -> MarketEnv:
-    client, funder, tester = start_eth_tester(artifacts)
-    keyring = Keyring.ephemeral()
-    for name in (*ROLE_HOLDERS, "treasury"):
-        keyring.signer(name)
-    fund(client, funder, [keyring[name].address for name in keyring.names])
-    admin = keyring["admin"]
     config = CommunityConfig(
         name="market test",
         slot_minutes=SLOT_MINUTES,
@@ -166,37 +156,31 @@ def deploy_market_community(artifacts, clearing_mode: str = "continuous") -> Mar
         gate_closure_minutes=GATE_MINUTES,
         finality_delay_minutes=FINALITY_MINUTES,
     )
-    deployment = deploy_community(client, admin, config)
-    community = Community(client, deployment)
-    market = Market(client, deployment)
+    client, tester, keyring, community = deploy_on_eth_tester(artifacts, config, (*MEMBERS, "treasury"))
+    populate(
+        community,
+        keyring,
+        ROLE_HOLDERS,
+        MEMBERS,
+        [Meter(m, 1, keyring[owner].address, keyring[f"meter-{m}"].address) for m, owner in METERS.items()],
+        [
+            Flexibility(flex_id, keyring[owner].address, 1, kind, low, high, 0, meter_id)
+            for flex_id, (owner, kind, low, high, meter_id) in FLEXIBILITIES.items()
+        ],
+    )
+    token, settlement, operator = community.token, community.settlement, keyring["operator"]
     calls = []
-    for name, role in ROLE_HOLDERS.items():
-        if role not in (None, Role.ADMIN, Role.MEMBER):
-            calls.append((community.grant_role_call(role, keyring[name].address), admin))
-    for name in MEMBERS:
-        calls.append((community.add_member_call(keyring[name].address, name), admin))
-    client.transact_all(calls, gas=300_000)
-    calls = []
-    for meter_id, owner in METERS.items():
-        meter = Meter(meter_id, 1, keyring[owner].address, keyring[f"meter-{meter_id}"].address)
-        calls.append((community.register_meter_call(meter), admin))
-    client.transact_all(calls, gas=300_000)
-    calls = []
-    for flex_id, (owner, kind, low, high, meter_id) in FLEXIBILITIES.items():
-        flex = Flexibility(flex_id, keyring[owner].address, 1, kind, low, high, 0, meter_id)
-        calls.append((community.register_flexibility_call(flex), admin))
-    token = community.token.functions
     for name in (*MEMBERS, "treasury"):
-        calls.append((token.mint(keyring[name].address, FUNDED_TOKENS * TOKEN), keyring["operator"]))
-        calls.append((token.approve(market.settlement.address, MAX_ALLOWANCE), keyring[name]))
+        calls.append((token.mint_call(keyring[name].address, FUNDED_TOKENS), operator))
+        calls.append((token.approve_call(settlement.address), keyring[name]))
         if name != "treasury":
-            calls.append((token.approve(market.market.address, MAX_ALLOWANCE), keyring[name]))
-    settlement = market.settlement.functions
-    calls.append((settlement.setTreasury(keyring["treasury"].address), keyring["operator"]))
+            calls.append((token.approve_call(community.market.address), keyring[name]))
+    calls.append((settlement.set_treasury_call(keyring["treasury"].address), operator))
     next_slot = tester.get_block_by_number("pending")["timestamp"] // 60 // SLOT_MINUTES + 2  # margin
-    calls.append((settlement.setGridPrices(next_slot, IMPORT_PRICE, EXPORT_PRICE), keyring["operator"]))
-    client.transact_all(calls, gas=400_000)
-    return MarketEnv(client, tester, keyring, community, market)
+    prices = (units.units_per_kwh_to_price(IMPORT_PRICE), units.units_per_kwh_to_price(EXPORT_PRICE))
+    calls.append((settlement.set_grid_prices_call(next_slot, *prices), operator))
+    client.transact_all(calls, gas=SETUP_GAS)
+    return MarketEnv(client, tester, keyring, community)
 
 
 @pytest.fixture(scope="session")

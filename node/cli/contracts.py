@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from node.cli.errors import CliError
-from contracts.paths import CONTRACTS_DIR
 from contracts.build import CompileError, build_contracts
+from contracts.paths import CONTRACTS_DIR
+from node.cli.errors import CliError
 
 HELP = """\
 Compile every contract in contracts/ with the npm solc compiler (WebAssembly, no

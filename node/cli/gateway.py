@@ -143,10 +143,10 @@ def _chain_options(parser: argparse.ArgumentParser) -> None:
 def _open_community(args: argparse.Namespace):
     """(community, keyring) of the data directory, on the node at --rpc-url."""
     from contracts.accounts import Keyring
+    from contracts.build import CompileError, build_contracts
     from contracts.client import ChainClient, ChainError
     from contracts.community import Community
     from contracts.deploy import Deployment
-    from contracts.build import CompileError, build_contracts
 
     deployment = Deployment.load(args.data_dir)
     if deployment is None:
@@ -175,10 +175,10 @@ def _mqtt_settings(args: argparse.Namespace):
 def run_gateway(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from node.broker import EmbeddedBroker
     from gateway.service import GatewayService, topic_name
     from gateway.submitter import SubmitterSettings
     from gateway.validation import AcceptancePolicy
+    from node.broker import EmbeddedBroker
     from node.cli.node import shutdown_requested
 
     if args.nominal_voltage <= 0 or args.max_age_minutes < 1 or not 1 <= args.max_batch <= 600:

@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = [
     "node.cli.contracts",
     "node.cli.loadflow",
     "node.cli.ocm",
+    "node.cli.oracle",
     "node.cli.gateway",
     "node.cli.network",
 ]

@@ -186,11 +186,14 @@ def _print_network(network, data_dir: Path, keyring, extra: list[str], temporary
 
 
 def _demo(network, keyring, stop: threading.Event) -> None:
-    from contracts import units
-    from contracts.client import ChainClient, ChainError
-    from contracts.community import Band, Community, Flexibility, FlexKind, Meter, MeterReading, Role
-    from contracts.deploy import CommunityConfig, deploy_community
+    from contracts import clock
     from contracts.build import CompileError, build_contracts
+    from contracts.client import ChainClient, ChainError
+    from contracts.community import Community
+    from contracts.deploy import CommunityConfig, deploy_community
+    from contracts.ledger import Reading
+    from contracts.limits import Band
+    from contracts.registry import Flexibility, FlexKind, Meter, Role
 
     def step(message: str) -> None:
         if stop.is_set():
@@ -211,20 +214,20 @@ def _demo(network, keyring, stop: threading.Event) -> None:
             print(f"  {name:<18} {address}")
         community = Community(writer, deployment)
         step("granting the gateway and OCM roles, registering alice, meter M01 and battery BAT01 ...")
-        community.grant_role(admin, Role.GATEWAY, gateway.address)
-        community.grant_role(admin, Role.OCM_ORACLE, ocm.address)
-        community.add_member(admin, alice.address, "alice")
-        community.register_meter(admin, Meter("M01", 2, alice.address, keyring["meter-M01"].address))
-        community.register_flexibility(
+        community.registry.grant_role(admin, Role.GATEWAY, gateway.address)
+        community.registry.grant_role(admin, Role.OCM_ORACLE, ocm.address)
+        community.registry.add_member(admin, alice.address, "alice")
+        community.registry.register_meter(admin, Meter("M01", 2, alice.address, keyring["meter-M01"].address))
+        community.registry.register_flexibility(
             admin, Flexibility("BAT01", alice.address, 2, FlexKind.BATTERY, -5.0, 5.0, 0, "M01")
         )
-        minute = writer.w3.eth.get_block("latest")["timestamp"] // 60  # block time decides past and future
+        minute = clock.minute_of(writer.latest_timestamp())  # block time decides past and future
         recorded_minute = minute - 1
-        reading = MeterReading("M01", units.minute_to_unix(recorded_minute), 2.5, 0.3, 0.985, -1.2)
-        receipt = community.record_readings(gateway, [reading])
+        reading = Reading("M01", clock.minute_start(recorded_minute), 2.5, 0.3, 0.985, -1.2)
+        receipt = community.ledger.record_readings(gateway, [reading])
         step(f"reading of M01 for {_clock(reading.time)} UTC recorded in block {receipt['blockNumber']}")
-        band = Band("BAT01", units.minute_to_unix(minute + 3), units.minute_to_unix(minute + 5), -2.0, 3.0)
-        receipt = community.publish_bands(ocm, [band])
+        band = Band("BAT01", clock.minute_start(minute + 3), clock.minute_start(minute + 5), -2.0, 3.0)
+        receipt = community.limits.publish_bands(ocm, [band])
         step(
             f"band [-2, 3] kW for BAT01 from {_clock(band.start)} to {_clock(band.end)} UTC "
             f"published in block {receipt['blockNumber']}"
@@ -232,8 +235,8 @@ def _demo(network, keyring, stop: threading.Event) -> None:
 
         reader = Community(ChainClient.connect(network.rpc_urls[1], artifacts), deployment)
         _wait(lambda: reader.client.w3.eth.block_number >= receipt["blockNumber"], "node 1 to catch up")
-        energy = reader.slot_energy("M01", recorded_minute // deployment.config.slot_minutes)
-        in_force = reader.band_at("BAT01", band.start)
+        energy = reader.ledger.slot_energy("M01", reader.clock.slot_of_minute(recorded_minute))
+        in_force = reader.limits.band_at("BAT01", band.start)
         step(
             f"read through node 1: M01 has {energy.readings} reading(s), {energy.active_kwh:.4f} kWh in its "
             f"slot; BAT01 at {_clock(band.start)}: [{in_force.p_min_kw:g}, {in_force.p_max_kw:g}] kW "
@@ -250,10 +253,10 @@ def _demo(network, keyring, stop: threading.Event) -> None:
         head = network.wait_for_blocks(2 * len(network.nodes), index=0)
         step(f"blocks {after + 1}..{head} sealed by {_tally(network, 0, range(after + 1, head + 1))}")
         sender = Community(ChainClient.connect(network.rpc_urls[1], artifacts), deployment)
-        receipt = sender.grant_role(admin, Role.DSO, keyring["dso"].address)
+        receipt = sender.registry.grant_role(admin, Role.DSO, keyring["dso"].address)
         watcher = Community(ChainClient.connect(network.rpc_urls[0], artifacts), deployment)
         _wait(lambda: watcher.client.w3.eth.block_number >= receipt["blockNumber"], "node 0 to catch up")
-        seen = watcher.has_role(Role.DSO, keyring["dso"].address)
+        seen = watcher.registry.has_role(Role.DSO, keyring["dso"].address)
         step(
             f"a transaction sent to node 1 after the stop was mined in block {receipt['blockNumber']}; "
             f"node 0 {'sees' if seen else 'does NOT see'} its effect"

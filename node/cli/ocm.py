@@ -11,7 +11,6 @@ from pathlib import Path
 from node.cli.errors import CliError
 
 OBJECTIVES = ("sum", "proportional", "maxmin")
-SERVE = "serve"  # ``lec ocm serve NET``: the chain service instead of a one-off computation
 
 HELP = """\
 Optimal capacity management (Rao et al. 2021, with thermal limits): for every flexibility
@@ -38,18 +37,11 @@ SimBench network carries, for one --day, interpolated to one minute.
 Exit status: 0 every band feasible, 1 some time step has no feasible band (then the bands
 are the least-violating zero-width ones, and the violation is reported), 2 bad input.
 
-lec ocm serve NET: the OCM service of a community. Every minute it reads the latest
-meter readings from the chain (MeasurementLedger events), builds the operating point
-(measured buses where every meter of the bus reported within --stale-after minutes, the
-network file's values elsewhere), computes bands for the flexibilities registered in
-CommunityRegistry (their bus must be a bus of NET), and publishes them to CapacityLimits
-as the OCM oracle (key "ocm" in the data directory) for the next --horizon minutes. A
-band that fails verification is never published; with no feasible schedule, the
-least-violating zero-width bands are. Runs until Ctrl-C (--once: one cycle, then exit).
+The OCM service of a community, which publishes bands on chain every minute, is
+``lec oracle run NET``.
 
 examples:
   lec ocm feeder.json                         bands for the network as it is
-  lec ocm serve feeder.json --data-dir .lec/community --rpc-url http://127.0.0.1:8545
   lec ocm feeder.json --json --objective maxmin
   lec ocm feeder.json --profiles day.csv --out bands/
   lec ocm simbench_lv.json --profiles simbench --day 2016-06-01 --steps 120
@@ -64,8 +56,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("net", metavar="NET", help="network file: pandapower JSON or native lec-network JSON")
-    parser.add_argument("serve_net", nargs="?", metavar="SERVE_NET", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_solver_options(parser)
+    parser.add_argument(
+        "--profiles", metavar="CSV", help="profiles CSV, or 'simbench' for a SimBench net's own profiles"
+    )
+    parser.add_argument("--day", metavar="YYYY-MM-DD", help="the day of --profiles simbench")
+    parser.add_argument("--steps", type=positive_int, help="only the first STEPS steps of the profiles")
+    parser.add_argument("--out", metavar="DIR", help="output folder of --profiles (default ocm-bands)")
+    parser.set_defaults(func=run)
+
+
+def add_solver_options(parser: argparse.ArgumentParser) -> None:
+    """--objective, --seed and --samples (shared with ``lec oracle run``)."""
     parser.add_argument(
         "--objective",
         choices=OBJECTIVES,
@@ -78,37 +81,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--samples",
-        type=_non_negative,
+        type=non_negative_int,
         default=500,
         help="random in-band schedules that verify each band (default 500)",
     )
-    parser.add_argument(
-        "--profiles", metavar="CSV", help="profiles CSV, or 'simbench' for a SimBench net's own profiles"
-    )
-    parser.add_argument("--day", metavar="YYYY-MM-DD", help="the day of --profiles simbench")
-    parser.add_argument("--steps", type=_positive, help="only the first STEPS steps of the profiles")
-    parser.add_argument("--out", metavar="DIR", help="output folder of --profiles (default ocm-bands)")
-    serve = parser.add_argument_group("lec ocm serve NET (the chain service)")
-    serve.add_argument(
-        "--data-dir", type=Path, default=Path(".lec") / "community", help="keys and deployment"
-    )
-    serve.add_argument("--rpc-url", default="http://127.0.0.1:8545", help="JSON-RPC endpoint of the chain")
-    serve.add_argument("--horizon", type=_positive, default=30, help="minutes each band covers (default 30)")
-    serve.add_argument(
-        "--stale-after", type=_positive, default=3, help="minutes after which a reading is stale (default 3)"
-    )
-    serve.add_argument("--once", action="store_true", help="run one cycle and exit")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ocm.grid.errors import NetworkError
     from ocm.profiles import ProfileError
 
-    if args.net == SERVE:
-        return _run_service(args)
-    if args.serve_net is not None:
-        raise CliError(f"unexpected argument {args.serve_net!r} (only 'lec ocm serve NET' takes two)")
     _check_options(args)
     try:
         if args.profiles:
@@ -116,55 +98,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_snapshot(args)
     except (NetworkError, ProfileError, OSError) as error:
         raise CliError(str(error)) from None
-
-
-def _run_service(args: argparse.Namespace) -> int:
-    from contracts.accounts import Keyring
-    from node.cli.node import shutdown_requested
-    from contracts.client import ChainClient, ChainError
-    from contracts.community import Community
-    from contracts.deploy import Deployment
-    from contracts.build import build_contracts
-    from ocm.grid.errors import NetworkError
-    from ocm.grid.network_io import read_network_tables
-    from ocm.oracle import OcmService, ServiceSettings
-
-    if args.serve_net is None:
-        raise CliError("lec ocm serve needs the feeder network: lec ocm serve NET")
-    if args.profiles:
-        raise CliError("--profiles does not apply to lec ocm serve")
-    deployment = Deployment.load(args.data_dir)
-    if deployment is None:
-        raise CliError(
-            f"no community deployment recorded in {args.data_dir} (run lec up or lec contracts deploy)"
-        )
-    try:
-        tables = read_network_tables(args.serve_net)
-    except NetworkError as error:
-        raise CliError(str(error)) from None
-    try:
-        client = ChainClient.connect(args.rpc_url, build_contracts().artifacts)
-    except ChainError as error:
-        raise CliError(str(error), exit_code=1) from None
-    settings = ServiceSettings(
-        objective=args.objective,
-        horizon_minutes=args.horizon,
-        stale_after_minutes=args.stale_after,
-        seed=args.seed,
-        samples=args.samples,
-    )
-    oracle = Keyring.load_or_create(args.data_dir)["ocm"]
-    service = OcmService(Community(client, deployment), oracle, tables, settings)
-    if args.once:
-        outcome = service.cycle()
-        print(f"minute {outcome.minute}: {outcome.reason}")
-        for band in outcome.bands:
-            print(f"  {band.flex_id:<10} [{band.p_min_kw:9.3f}, {band.p_max_kw:9.3f}] kW")
-        return 0 if outcome.published and outcome.result is not None and outcome.result.feasible else 1
-    stop = shutdown_requested()
-    print(f"OCM service for {deployment.config.name!r} on {args.serve_net}; Ctrl-C stops it", flush=True)
-    service.run(stop)
-    return 0
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -199,7 +132,8 @@ def _run_timeseries(args: argparse.Namespace) -> int:
     from ocm.bands import OcmProblem
     from ocm.case import load_case
     from ocm.profiles import profiles_from_frame, read_profiles, write_profiles
-    from ocm.timeseries import run_timeseries, write_results
+    from ocm.report import write_results
+    from ocm.timeseries import run_timeseries
 
     case = load_case(args.net)
     out = Path(args.out or "ocm-bands")
@@ -292,14 +226,14 @@ def format_result(title: str, result, seed: int) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
-def _non_negative(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")

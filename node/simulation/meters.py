@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from node.simulation import profiles
+from contracts.accounts import Keyring
+from contracts.clock import SECONDS_PER_MINUTE, floor_to_minute, minute_of, minute_start
+from contracts.community import Community
+from contracts.ledger import Reading
+from contracts.registry import Meter, Role
 from gateway.payload import sign_payload
 from gateway.service import MqttSettings, reading_topic
-from contracts.accounts import Keyring
-from contracts.community import Community, Meter, MeterReading, Role
+from node.simulation import profiles
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class FeederSimulation:
         self.seed = seed
         self._solver = HelmSolver(grid)
 
-    def readings(self, times: list[int]) -> list[list[MeterReading]]:
+    def readings(self, times: list[int]) -> list[list[Reading]]:
         """Per minute of ``times``: the reading of every meter."""
         stamps = np.array(times, dtype=float)
         irradiance = profiles.clear_sky_ghi(stamps) * profiles.cloud_factor(stamps, self.seed)
@@ -81,7 +84,7 @@ class FeederSimulation:
             raise ValueError(f"the load flow of the feeder did not converge: {flow.reasons[0]}")
         return [
             [
-                MeterReading(
+                Reading(
                     sim.meter.meter_id,
                     time_s,
                     round(float(powers[k, j, 0]), 3),
@@ -114,8 +117,8 @@ def place_meters(community: Community, keyring: Keyring, grid, load_buses, seed:
     buses = [b for b in (load_buses or grid.bus_ids.tolist()) if b in set(grid.bus_ids.tolist())]
     position = {bus: i for i, bus in enumerate(grid.bus_ids.tolist())}
     placed = []
-    for n, meter_id in enumerate(community.meter_ids()):
-        meter = community.meter(meter_id)
+    for n, meter_id in enumerate(community.registry.meter_ids()):
+        meter = community.registry.meter(meter_id)
         key = keyring[f"meter-{meter_id}"].account
         if not meter.active or key.address != meter.signer:
             log.info("skipping meter %s (inactive, or its key is not in the keyring)", meter_id)
@@ -129,14 +132,14 @@ def place_meters(community: Community, keyring: Keyring, grid, load_buses, seed:
 
 def ensure_meters(community: Community, keyring: Keyring, count: int, load_buses: list[int]) -> None:
     """Register meters ``S001``… (admin key) until the community has ``count`` meters."""
-    existing = community.meter_ids()
+    existing = community.registry.meter_ids()
     missing = count - len(existing)
     if missing <= 0:
         return
     admin, member = keyring["admin"], keyring[SIMULATED_MEMBER]
     calls = []
-    if not community.has_role(Role.MEMBER, member.address):
-        calls.append((community.add_member_call(member.address, SIMULATED_MEMBER), admin))
+    if not community.registry.has_role(Role.MEMBER, member.address):
+        calls.append((community.registry.add_member_call(member.address, SIMULATED_MEMBER), admin))
     number = 1
     while missing:
         meter_id = f"S{number:03d}"
@@ -145,13 +148,14 @@ def ensure_meters(community: Community, keyring: Keyring, count: int, load_buses
             continue
         bus = load_buses[(number - 2) % len(load_buses)] if load_buses else 1
         signer = keyring[f"meter-{meter_id}"].address
-        calls.append((community.register_meter_call(Meter(meter_id, bus, member.address, signer)), admin))
+        meter = Meter(meter_id, bus, member.address, signer)
+        calls.append((community.registry.register_meter_call(meter), admin))
         missing -= 1
     community.client.transact_all(calls, gas=REGISTRATION_GAS)
     log.info("registered %d meters", len(calls))
 
 
-def payload_for(reading: MeterReading, seq: int, form: str, nominal_voltage_v: float, key) -> dict:
+def payload_for(reading: Reading, seq: int, form: str, nominal_voltage_v: float, key) -> dict:
     """The signed payload of ``reading`` in the JSON or the OBIS form."""
     fields = {"meter_id": reading.meter_id, "time": reading.time, "seq": seq}
     if form == "obis":
@@ -188,26 +192,27 @@ def run_simulation(
     simulation = FeederSimulation(grid, meters, settings.seed)
     client = _connect(mqtt_settings)
     keys = {sim.meter.meter_id: sim.key for sim in meters}
-    now = clock()
-    first = int(now - now % 60) + 60 * min(settings.start_offset_minutes, 0)
+    first = floor_to_minute(clock()) + minute_start(min(settings.start_offset_minutes, 0))
     started = clock()
     published, minute, infos = 0, first, []
     log.info("simulating %d meters on a %d-bus feeder from %s", len(meters), grid.n_bus, time.ctime(first))
     try:
-        while (settings.minutes is None or minute < first + 60 * settings.minutes) and not should_stop():
+        while (
+            settings.minutes is None or minute < first + minute_start(settings.minutes)
+        ) and not should_stop():
             replay_due = started + (minute - first) / settings.speed
-            time.sleep(max(0.0, max(replay_due, minute + 60 + PUBLISH_DELAY_S) - clock()))
+            minute_end = minute + SECONDS_PER_MINUTE
+            time.sleep(max(0.0, max(replay_due, minute_end + PUBLISH_DELAY_S) - clock()))
             (readings,) = simulation.readings([minute])
             infos = []
             for reading in readings:
                 key = keys[reading.meter_id]
-                payload = payload_for(
-                    reading, minute // 60, settings.payload_form, settings.nominal_voltage_v, key
-                )
+                seq = minute_of(minute)
+                payload = payload_for(reading, seq, settings.payload_form, settings.nominal_voltage_v, key)
                 topic = reading_topic(topic_community, reading.meter_id)
                 infos.append(client.publish(topic, json.dumps(payload), qos=1))
             published += len(infos)
-            minute += 60
+            minute += SECONDS_PER_MINUTE
         for info in infos:
             info.wait_for_publish(timeout=30)
     finally:

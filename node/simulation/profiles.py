@@ -10,6 +10,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from contracts.clock import minute_of
+
 SECONDS_PER_DAY = 86_400
 LOAD_POWER_FACTOR = 0.95
 LATITUDE, LONGITUDE = 51.0, 10.0  # central Germany, where the Kerber feeders come from
@@ -55,7 +57,7 @@ def cloud_factor(times: np.ndarray, seed: int) -> np.ndarray:
         rng = np.random.default_rng([seed, day])
         walk = np.cumsum(rng.normal(0, 0.08, 1440))
         cover = 0.5 + 0.35 * np.tanh(walk - walk.mean())
-        factors[i] = 1 - 0.85 * cover[int(t % SECONDS_PER_DAY) // 60]
+        factors[i] = 1 - 0.85 * cover[minute_of(t % SECONDS_PER_DAY)]
     return factors
 
 
@@ -83,7 +85,7 @@ class Household:
 
     def minute(self, time_s: int, h0: float, irradiance: float) -> tuple[float, float]:
         """(P kW, Q kvar) of this connection in the minute starting at ``time_s``."""
-        rng = np.random.default_rng([self.seed, time_s // 60])
+        rng = np.random.default_rng([self.seed, minute_of(time_s)])
         load = h0 * float(rng.lognormal(0, 0.35))
         pv = -self.pv_peak_kw * irradiance / 1000
         ev = self.ev_kw if self._ev_charging(time_s) else 0.0

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ocm.grid.model import Grid
 from ocm.grid.helm import HelmResult, HelmSolver
+from ocm.grid.model import Grid
 
 
 @dataclass(frozen=True)

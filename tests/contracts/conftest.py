@@ -9,22 +9,14 @@ from eth_tester import EthereumTester
 
 from contracts.accounts import Keyring
 from contracts.client import ChainClient, Signer
-from contracts.community import Community, Flexibility, FlexKind, Meter, Role
-from contracts.deploy import CommunityConfig, deploy_community
-from contracts.devchain import fund, start_eth_tester
+from contracts.community import Community
+from contracts.deploy import CommunityConfig
+from contracts.registry import Flexibility, FlexKind, Meter, Role
+from tests.community_setup import SERVICE_ROLES, deploy_on_eth_tester, populate
 
 SLOT_MINUTES = 15
 # name -> role held; "stranger" holds none.
-ROLE_HOLDERS = {
-    "admin": Role.ADMIN,
-    "dso": Role.DSO,
-    "ocm": Role.OCM_ORACLE,
-    "gateway": Role.GATEWAY,
-    "operator": Role.MARKET_OPERATOR,
-    "aggregator": Role.AGGREGATOR,
-    "alice": Role.MEMBER,
-    "stranger": None,
-}
+ROLE_HOLDERS = {**SERVICE_ROLES, "alice": Role.MEMBER}
 METERS = {"M01": ("alice", 2), "M02": ("bob", 3), "M03": ("alice", 5)}
 FLEXIBILITIES = {
     "BAT01": ("alice", 2, FlexKind.BATTERY, -50.0, 50.0, 0, "M01"),
@@ -51,25 +43,22 @@ class ChainEnv:
 
 @pytest.fixture(scope="module")
 def chain_env(artifacts) -> ChainEnv:
-    client, funder, tester = start_eth_tester(artifacts)
-    keyring = Keyring.ephemeral()
-    for name in (*ROLE_HOLDERS, "bob"):
-        keyring.signer(name)
-    fund(client, funder, [keyring[name].address for name in keyring.names])
-    admin = keyring["admin"]
-    deployment = deploy_community(client, admin, CommunityConfig(name="test", slot_minutes=SLOT_MINUTES))
-    community = Community(client, deployment)
-    for name, role in ROLE_HOLDERS.items():
-        if role not in (None, Role.ADMIN, Role.MEMBER):
-            community.grant_role(admin, role, keyring[name].address)
-    for name in ("alice", "bob"):
-        community.add_member(admin, keyring[name].address, name)
-    for meter_id, (owner, bus) in METERS.items():
-        signer = keyring.signer(f"meter-{meter_id}")
-        community.register_meter(admin, Meter(meter_id, bus, keyring[owner].address, signer.address))
-    for flex_id, (owner, bus, kind, low, high, group, meter) in FLEXIBILITIES.items():
-        flex = Flexibility(flex_id, keyring[owner].address, bus, kind, low, high, group, meter)
-        community.register_flexibility(admin, flex)
+    config = CommunityConfig(name="test", slot_minutes=SLOT_MINUTES)
+    client, tester, keyring, community = deploy_on_eth_tester(artifacts, config, ("alice", "bob"))
+    populate(
+        community,
+        keyring,
+        ROLE_HOLDERS,
+        ("alice", "bob"),
+        [
+            Meter(meter_id, bus, keyring[owner].address, keyring.signer(f"meter-{meter_id}").address)
+            for meter_id, (owner, bus) in METERS.items()
+        ],
+        [
+            Flexibility(flex_id, keyring[owner].address, bus, kind, low, high, group, meter)
+            for flex_id, (owner, bus, kind, low, high, group, meter) in FLEXIBILITIES.items()
+        ],
+    )
     return ChainEnv(client, tester, keyring, community)
 
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from contracts import build as solidity
-from node.cli.main import main
 from contracts.paths import CONTRACTS_DIR, PROJECT_ROOT
+from node.cli.main import main
 
 
 def test_build_has_every_contract_and_is_served_from_the_cache(artifacts, monkeypatch):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import units
-from contracts.community import Band, BandSource, LimitationKind
+from contracts import clock, units
+from contracts.limits import Band, BandSource, LimitationKind
 from tests.reverts import expect_revert
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -16,22 +16,22 @@ def future_slot_start(env, slots_ahead=2):
 
 
 def band(flex, start_minute, end_minute, low, high):
-    return Band(flex, units.minute_to_unix(start_minute), units.minute_to_unix(end_minute), low, high)
+    return Band(flex, clock.minute_start(start_minute), clock.minute_start(end_minute), low, high)
 
 
 def band_at(env, flex, minute):
-    return env.community.band_at(flex, units.minute_to_unix(minute))
+    return env.community.limits.band_at(flex, clock.minute_start(minute))
 
 
 def limit_flexibility(env, flex, start, end, low_w, high_w, kind=LimitationKind.FORESEEN, reason="test"):
-    call = env.community.limits.functions.postFlexibilityLimitation(
+    call = env.community.limits.contract.functions.postFlexibilityLimitation(
         units.encode_id(flex), start, end, low_w, high_w, int(kind), reason
     )
     return env.client.transact(call, env["dso"])
 
 
 def limit_feeder(env, flexes, start, end, low_w, high_w, kind=LimitationKind.UNFORESEEN, reason="fault"):
-    call = env.community.limits.functions.postFeederLimitation(
+    call = env.community.limits.contract.functions.postFeederLimitation(
         units.encode_id("F1"),
         [units.encode_id(f) for f in flexes],
         start,
@@ -46,8 +46,8 @@ def limit_feeder(env, flexes, start, end, low_w, high_w, kind=LimitationKind.UNF
 
 def test_published_bands_are_in_force_for_exactly_their_minutes(env):
     start = future_slot_start(env) + 1  # not aligned to the 4-minute storage words
-    receipt = env.community.publish_bands(env["ocm"], [band("CS01", start, start + 6, 2.0, 11.0)])
-    (event,) = env.client.events(env.community.limits, "BandPublished", receipt)
+    receipt = env.community.limits.publish_bands(env["ocm"], [band("CS01", start, start + 6, 2.0, 11.0)])
+    (event,) = env.client.events(env.community.limits.contract, "BandPublished", receipt)
     assert (event["startMinute"], event["endMinute"], event["pMinW"], event["pMaxW"]) == (
         start,
         start + 6,
@@ -72,8 +72,8 @@ def test_published_bands_are_in_force_for_exactly_their_minutes(env):
 
 def test_a_later_publication_replaces_the_overlapping_minutes(env):
     start = future_slot_start(env)
-    env.community.publish_bands(env["ocm"], [band("BAT01", start, start + 15, -20.0, 20.0)])
-    env.community.publish_bands(env["ocm"], [band("BAT01", start + 5, start + 7, -5.0, 0.0)])
+    env.community.limits.publish_bands(env["ocm"], [band("BAT01", start, start + 15, -20.0, 20.0)])
+    env.community.limits.publish_bands(env["ocm"], [band("BAT01", start + 5, start + 7, -5.0, 0.0)])
     assert band_at(env, "BAT01", start + 4).p_max_kw == 20.0
     assert band_at(env, "BAT01", start + 5).p_max_kw == 0.0
     assert band_at(env, "BAT01", start + 6).p_min_kw == -5.0
@@ -83,23 +83,23 @@ def test_a_later_publication_replaces_the_overlapping_minutes(env):
 def test_tightest_band_of_a_slot(env):
     start = future_slot_start(env)
     slot = start // 15
-    assert env.community.tightest_band("CS01", slot) == (0.0, 22.0, False)
-    env.community.publish_bands(
+    assert env.community.limits.tightest_band("CS01", slot) == (0.0, 22.0, False)
+    env.community.limits.publish_bands(
         env["ocm"],
         [band("CS01", start, start + 15, 0.0, 20.0), band("CS01", start + 3, start + 4, 1.5, 7.0)],
     )
-    assert env.community.tightest_band("CS01", slot) == (1.5, 7.0, True)
-    env.community.publish_bands(env["ocm"], [band("CS01", start + 14, start + 16, 8.0, 9.0)])
-    low, high, published = env.community.tightest_band("CS01", slot)
+    assert env.community.limits.tightest_band("CS01", slot) == (1.5, 7.0, True)
+    env.community.limits.publish_bands(env["ocm"], [band("CS01", start + 14, start + 16, 8.0, 9.0)])
+    low, high, published = env.community.limits.tightest_band("CS01", slot)
     assert (low, high, published) == (8.0, 7.0, True), "bands that do not overlap give an empty slot band"
-    assert env.community.tightest_band("CS01", slot + 1)[2] is False
+    assert env.community.limits.tightest_band("CS01", slot + 1)[2] is False
 
 
 def test_many_bands_in_one_transaction(env):
     start = future_slot_start(env)
     bands = [band(flex, start, start + 60, 0.0, 1.0 + i) for i, flex in enumerate(("CS01", "CS02"))]
     bands.append(band("PV01", start, start + 60, -4.0, -1.0))
-    env.community.publish_bands(env["ocm"], bands)
+    env.community.limits.publish_bands(env["ocm"], bands)
     assert band_at(env, "CS02", start + 59).p_max_kw == 2.0
     assert (
         band_at(env, "PV01", start + 30).p_min_kw,
@@ -129,30 +129,30 @@ def test_band_refusals_name_the_item(env):
         ("MinuteInThePast", band("CS01", start - 60, start, 0, 1), {"startMinute": start - 60}),
     ]
     for error, bad, expected in cases:
-        expect_revert(error, lambda bad=bad: community.publish_bands(ocm, [good, bad]), index=1, **expected)
-    expect_revert("EmptyBatch", lambda: community.publish_bands(ocm, []))
+        expect_revert(error, lambda bad=bad: community.limits.publish_bands(ocm, [good, bad]), index=1, **expected)
+    expect_revert("EmptyBatch", lambda: community.limits.publish_bands(ocm, []))
     assert band_at(env, "CS01", start).source == BandSource.HARDWARE_BOUNDS, "refused batches store nothing"
 
 
 def test_deactivated_flexibilities_get_no_bands(env):
     env.client.transact(
-        env.community.registry.functions.deactivateFlexibility(units.encode_id("CS02")),
+        env.community.registry.contract.functions.deactivateFlexibility(units.encode_id("CS02")),
         env["admin"],
     )
     start = future_slot_start(env)
     expect_revert(
         "UnknownFlexibility",
-        lambda: env.community.publish_bands(env["ocm"], [band("CS02", start, start + 1, 0, 1)]),
+        lambda: env.community.limits.publish_bands(env["ocm"], [band("CS02", start, start + 1, 0, 1)]),
     )
 
 
 def test_dso_limitation_intersects_the_ocm_band(env):
     start = future_slot_start(env)
-    env.community.publish_bands(env["ocm"], [band("BAT01", start, start + 15, -30.0, 30.0)])
+    env.community.limits.publish_bands(env["ocm"], [band("BAT01", start, start + 15, -30.0, 30.0)])
     receipt = limit_flexibility(
         env, "BAT01", start + 5, start + 10, INT64_MIN, 10_000, reason="transformer work"
     )
-    (posted,) = env.client.events(env.community.limits, "LimitationPosted", receipt)
+    (posted,) = env.client.events(env.community.limits.contract, "LimitationPosted", receipt)
     assert posted["reason"] == "transformer work" and posted["limitationId"] == 0
     assert band_at(env, "BAT01", start + 4).p_max_kw == 30.0
     in_force = band_at(env, "BAT01", start + 5)
@@ -161,15 +161,15 @@ def test_dso_limitation_intersects_the_ocm_band(env):
         10.0,
         BandSource.OCM_AND_DSO,
     )
-    assert env.community.tightest_band("BAT01", start // 15) == (-30.0, 10.0, True)
-    record = env.client.call(env.community.limits.functions.limitation(0))
+    assert env.community.limits.tightest_band("BAT01", start // 15) == (-30.0, 10.0, True)
+    record = env.client.call(env.community.limits.contract.functions.limitation(0))
     assert record[0] == 0 and record[2:4] == (start + 5, start + 10)
-    assert env.client.call(env.community.limits.functions.limitationCount()) == 1
+    assert env.client.call(env.community.limits.contract.functions.limitationCount()) == 1
 
 
 def test_dso_limitation_wins_when_it_does_not_overlap_the_ocm_band(env):
     start = future_slot_start(env)
-    env.community.publish_bands(env["ocm"], [band("BAT01", start, start + 15, 10.0, 30.0)])
+    env.community.limits.publish_bands(env["ocm"], [band("BAT01", start, start + 15, 10.0, 30.0)])
     limit_flexibility(env, "BAT01", start, start + 15, -50_000, -5_000)
     in_force = band_at(env, "BAT01", start)
     assert (in_force.p_min_kw, in_force.p_max_kw) == (-50.0, -5.0)
@@ -183,7 +183,7 @@ def test_feeder_limitation_is_split_in_proportion_to_hardware_range(env):
     receipt = limit_feeder(env, sorted(["CS01", "CS02"]), start, start + 30, INT64_MIN, 15_000)
     shares = {
         units.decode_id(e["flexibility"]): (e["pMinW"], e["pMaxW"])
-        for e in env.client.events(env.community.limits, "FlexibilityLimited", receipt)
+        for e in env.client.events(env.community.limits.contract, "FlexibilityLimited", receipt)
     }
     assert shares == {"CS01": (0, 10_000), "CS02": (0, 5_000)}
     assert band_at(env, "CS02", start + 29).p_max_kw == 5.0
@@ -192,7 +192,7 @@ def test_feeder_limitation_is_split_in_proportion_to_hardware_range(env):
     receipt = limit_feeder(env, ["BAT01", "CS01"], start, start + 1, INT64_MIN, -60_000)
     pinned = [
         (e["pMinW"], e["pMaxW"])
-        for e in env.client.events(env.community.limits, "FlexibilityLimited", receipt)
+        for e in env.client.events(env.community.limits.contract, "FlexibilityLimited", receipt)
     ]
     assert pinned == [(-50_000, -50_000), (0, 0)]
 
@@ -213,12 +213,12 @@ def test_limitation_refusals(env):
     )
     expect_revert("EmptyBatch", lambda: limit_feeder(env, [], start, start + 1, 0, 1))
     expect_revert("InvertedBand", lambda: limit_feeder(env, ["CS01"], start, start + 1, 5, 1))
-    expect_revert("UnknownLimitation", lambda: env.client.call(env.community.limits.functions.limitation(7)))
+    expect_revert("UnknownLimitation", lambda: env.client.call(env.community.limits.contract.functions.limitation(7)))
 
 
 @pytest.mark.parametrize("kind", list(LimitationKind))
 def test_limitation_kind_is_recorded(env, kind):
     start = future_slot_start(env)
     receipt = limit_flexibility(env, "CS01", start, start + 1, 0, 1000, kind=kind)
-    (posted,) = env.client.events(env.community.limits, "LimitationPosted", receipt)
+    (posted,) = env.client.events(env.community.limits.contract, "LimitationPosted", receipt)
     assert posted["kind"] == int(kind)

@@ -92,7 +92,7 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
             seen.add((meter, minute))
             if error and expected_error is None:
                 expected_error = (index, error)
-        call = self.env.community.ledger.functions.recordReadings(items)
+        call = self.env.community.ledger.contract.functions.recordReadings(items)
         try:
             self.env.client.transact(call, self.env["gateway"])
         except ContractRevert as refusal:
@@ -120,7 +120,7 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
                 error = "BandOutsideHardwareBounds" if low < hw_low or high > hw_high else None
             if error and expected_error is None:
                 expected_error = (index, error)
-        call = self.env.community.limits.functions.publishBands(items)
+        call = self.env.community.limits.contract.functions.publishBands(items)
         try:
             self.env.client.transact(call, self.env["ocm"])
         except ContractRevert as refusal:
@@ -134,7 +134,7 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
 
     @invariant()
     def slot_energy_matches_the_model(self):
-        ledger = self.env.community.ledger.functions
+        ledger = self.env.community.ledger.contract.functions
         for meter in KNOWN_METERS:
             for slot in range(self.reading_base // SLOT, self.reading_base // SLOT + 3):
                 minutes = [m for (name, m) in self.readings if name == meter and m // SLOT == slot]
@@ -147,7 +147,7 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
 
     @invariant()
     def bands_match_the_model(self):
-        limits = self.env.community.limits.functions
+        limits = self.env.community.limits.contract.functions
         for flex, (*_, low_kw, high_kw, _, _) in FLEXIBILITIES.items():
             hardware = (units.kw_to_w(low_kw), units.kw_to_w(high_kw))
             for slot in range(self.band_base // SLOT, self.band_base // SLOT + 4):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from contracts import units
-from contracts.community import Role
+from contracts.registry import Role
 from tests.contracts.conftest import ROLE_HOLDERS
 from tests.reverts import expect_revert
 
@@ -32,14 +32,14 @@ GUARDED = [
     Guarded(
         "registry",
         "grantRole",
-        lambda env: (Role.DSO.value, env["stranger"].address),
+        lambda env: (env.community.registry.role_id(Role.DSO), env["stranger"].address),
         Role.ADMIN,
         ("admin",),
     ),
     Guarded(
         "registry",
         "revokeRole",
-        lambda env: (Role.DSO.value, env["dso"].address),
+        lambda env: (env.community.registry.role_id(Role.DSO), env["dso"].address),
         Role.ADMIN,
         ("admin",),
     ),
@@ -134,7 +134,7 @@ SELF_ONLY_FUNCTIONS = {("registry", "renounceRole")}
 def test_every_state_changing_function_is_covered(env):
     covered = {(g.contract, g.function) for g in GUARDED} | HOLDER_FUNCTIONS | SELF_ONLY_FUNCTIONS
     for attribute in ("registry", "ledger", "limits", "token"):
-        abi = getattr(env.community, attribute).abi
+        abi = getattr(env.community, attribute).contract.abi
         for item in abi:
             if item["type"] == "function" and item["stateMutability"] in ("nonpayable", "payable"):
                 assert (attribute, item["name"]) in covered, f"{attribute}.{item['name']} has no role test"
@@ -142,7 +142,7 @@ def test_every_state_changing_function_is_covered(env):
 
 @pytest.mark.parametrize("guarded", GUARDED, ids=lambda g: f"{g.contract}.{g.function}")
 def test_every_other_role_is_refused(env, guarded):
-    contract = getattr(env.community, guarded.contract)
+    contract = getattr(env.community, guarded.contract).contract
     arguments = guarded.arguments(env)
     for holder in ROLE_HOLDERS:
         if holder in guarded.allowed:
@@ -154,7 +154,7 @@ def test_every_other_role_is_refused(env, guarded):
                 getattr(contract.functions, guarded.function)(*arguments), signer
             ),
             account=signer.address,
-            neededRole=guarded.role.value,
+            neededRole=env.community.registry.role_id(guarded.role),
         )
     for holder in guarded.allowed:  # the same call succeeds for the role that may make it
         env.client.transact(
@@ -170,25 +170,25 @@ def test_every_other_role_is_refused(env, guarded):
 
 
 def test_renounce_role_only_for_oneself(env):
-    registry = env.community.registry.functions
+    registry = env.community.registry.contract.functions
     for holder in ROLE_HOLDERS:
         if holder == "dso":
             continue
         expect_revert(
             "AccessControlBadConfirmation",
             lambda holder=holder: env.client.transact(
-                registry.renounceRole(Role.DSO.value, env["dso"].address), env[holder]
+                registry.renounceRole(env.community.registry.role_id(Role.DSO), env["dso"].address), env[holder]
             ),
         )
-    env.client.transact(registry.renounceRole(Role.DSO.value, env["dso"].address), env["dso"])
-    assert not env.community.has_role(Role.DSO, env["dso"].address)
+    env.client.transact(registry.renounceRole(env.community.registry.role_id(Role.DSO), env["dso"].address), env["dso"])
+    assert not env.community.registry.has_role(Role.DSO, env["dso"].address)
 
 
 def test_token_transfers_act_only_on_the_callers_own_funds(env):
-    token, client = env.community.token.functions, env.client
-    env.community.mint(env["operator"], env["alice"].address, 5)
+    token, client = env.community.token.contract.functions, env.client
+    env.community.token.mint(env["operator"], env["alice"].address, 5)
     client.transact(token.transfer(env["bob"].address, units.tokens_to_units(2)), env["alice"])
-    assert env.community.token_balance(env["bob"].address) == units.tokens_to_units(2)
+    assert env.community.token.balance_units(env["bob"].address) == units.tokens_to_units(2)
     expect_revert(
         "ERC20InsufficientBalance",
         lambda: client.transact(token.transfer(env["bob"].address, 1), env["stranger"]),
@@ -203,4 +203,4 @@ def test_token_transfers_act_only_on_the_callers_own_funds(env):
     )
     client.transact(token.approve(env["stranger"].address, 7), env["alice"])
     client.transact(token.transferFrom(env["alice"].address, env["stranger"].address, 7), env["stranger"])
-    assert env.community.token_balance(env["stranger"].address) == 7
+    assert env.community.token.balance_units(env["stranger"].address) == 7

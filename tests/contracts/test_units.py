@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts import units
+from contracts import clock, units
+from contracts.clock import SlotClock
 
 
 def test_power_voltage_angle_conversions():
@@ -33,13 +34,20 @@ def test_non_finite_values_are_refused(bad):
 
 
 def test_time_conversions():
-    assert units.unix_minute(1_800_000_000 - 1_800_000_000 % 60) == (1_800_000_000 // 60)
-    assert units.minute_to_unix(30_000_000) == 1_800_000_000
-    assert units.slot_of_minute(30_000_014, 15) == 2_000_000
+    assert clock.aligned_minute(1_800_000_000 - 1_800_000_000 % 60) == (1_800_000_000 // 60)
+    assert clock.minute_start(30_000_000) == 1_800_000_000
+    assert clock.minute_of(1_800_000_059) == 30_000_000
+    assert clock.floor_to_minute(1_800_000_059) == 1_800_000_000
+    assert SlotClock(15).slot_of_minute(30_000_014) == 2_000_000
+    assert list(SlotClock(15).minutes(2)) == list(range(30, 45))
+    assert SlotClock(15).end(2) == SlotClock(15).start(3) == 2700
+    assert clock.seconds_to_next_minute(125, 5) == 0
+    assert clock.seconds_to_next_minute(120, 5) == 5
+    assert clock.seconds_to_next_minute(126, 5) == 59
     with pytest.raises(units.UnitError, match="aligned"):
-        units.unix_minute(1_800_000_001)
+        clock.aligned_minute(1_800_000_001)
     with pytest.raises(units.UnitError, match="aligned"):
-        units.unix_minute(60.5)
+        clock.aligned_minute(60.5)
 
 
 def test_energy_and_tokens():

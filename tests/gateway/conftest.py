@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from node.broker import EmbeddedBroker
+from contracts.accounts import Keyring
+from contracts.client import ChainClient, Signer
+from contracts.community import Community
+from contracts.deploy import CommunityConfig, deploy_community
+from contracts.registry import Meter, Role
 from gateway.service import GatewayService, MqttSettings
 from gateway.submitter import SubmitterSettings
-from contracts.accounts import Keyring
+from node.broker import EmbeddedBroker
 from node.embedded import EmbeddedChain, open_embedded_chain
-from contracts.client import ChainClient, Signer
-from contracts.community import Community, Meter, Role
-from contracts.deploy import CommunityConfig, deploy_community
+from tests.community_setup import populate
 
 METER_IDS = tuple(f"M{i:02d}" for i in range(40))
 REGISTRATION_GAS = 400_000
@@ -48,7 +50,7 @@ class Stack:
 def register_meters(community: Community, keyring: Keyring, meter_ids, member: str) -> None:
     admin = keyring["admin"]
     calls = [
-        (community.register_meter_call(Meter(m, 1, member, keyring[f"meter-{m}"].address)), admin)
+        (community.registry.register_meter_call(Meter(m, 1, member, keyring[f"meter-{m}"].address)), admin)
         for m in meter_ids
     ]
     community.client.transact_all(calls, gas=REGISTRATION_GAS)
@@ -62,15 +64,8 @@ def stack(artifacts) -> Iterator[Stack]:
     client = ChainClient.connect(url, artifacts)
     admin = keyring["admin"]
     community = Community(client, deploy_community(client, admin, CommunityConfig(name="gateway test")))
-    member = keyring["member"]
-    client.transact_all(
-        [
-            (community.grant_role_call(Role.GATEWAY, keyring["gateway"].address), admin),
-            (community.add_member_call(member.address, "member"), admin),
-        ],
-        gas=REGISTRATION_GAS,
-    )
-    register_meters(community, keyring, METER_IDS, member.address)
+    populate(community, keyring, {"gateway": Role.GATEWAY}, ["member"])
+    register_meters(community, keyring, METER_IDS, keyring["member"].address)
     now = client.w3.eth.get_block("latest")["timestamp"]
     first = now - now % 60 - 20 * 3600  # 20 h ago: inside the gateway's one-day window
     stack = Stack(chain, url, community, keyring, itertools.count(first, 60))

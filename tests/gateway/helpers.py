@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 
+from contracts import clock, units
+from contracts.community import Community
+from contracts.ledger import Reading
 from gateway.payload import sign_payload
-from contracts import units
-from contracts.community import Community, MeterReading
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -28,7 +29,7 @@ def wait_published(infos: list[mqtt.MQTTMessageInfo], timeout: float = 60) -> No
     wait_for(lambda: all(info.is_published() for info in infos), timeout, f"{len(infos)} publications")
 
 
-def signed_payload(reading: MeterReading, key, seq: int = 0, **overrides) -> dict:
+def signed_payload(reading: Reading, key, seq: int = 0, **overrides) -> dict:
     fields = {
         "meter_id": reading.meter_id,
         "time": reading.time,
@@ -44,18 +45,18 @@ def signed_payload(reading: MeterReading, key, seq: int = 0, **overrides) -> dic
 def recorded(community: Community, pairs: Iterable[tuple[str, int]]) -> list[bool]:
     """``hasReadings`` for (meter id, time) pairs."""
     pairs = list(pairs)
-    chain = [(units.encode_id(meter), units.unix_minute(time_s)) for meter, time_s in pairs]
+    chain = [(units.encode_id(meter), clock.aligned_minute(time_s)) for meter, time_s in pairs]
     flags: list[bool] = []
     for start in range(0, len(chain), 500):
         part = chain[start : start + 500]
-        call = community.ledger.functions.hasReadings([c[0] for c in part], [c[1] for c in part])
+        call = community.ledger.contract.functions.hasReadings([c[0] for c in part], [c[1] for c in part])
         flags += community.client.call(call)
     return flags
 
 
 def recorded_events(community: Community, from_block: int) -> list[tuple[str, int]]:
     """(meter id, time) of every ReadingRecorded event since ``from_block``."""
-    event = community.ledger.events.ReadingRecorded()
+    event = community.ledger.contract.events.ReadingRecorded()
     logs = event.get_logs(from_block=from_block, to_block="latest")
     return [(units.decode_id(e["args"]["meter"]), e["args"]["minute"] * 60) for e in logs]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.service import reading_topic
 from contracts.paths import PROJECT_ROOT
+from gateway.service import reading_topic
 from tests.gateway.brokers import AmqttBroker, MosquittoBroker, needs_mosquitto
 from tests.gateway.conftest import METER_IDS
 from tests.gateway.helpers import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from node.broker import EmbeddedBroker
+from contracts.ledger import Reading
 from gateway.service import MqttSettings, reading_topic
-from contracts.community import MeterReading
+from node.broker import EmbeddedBroker
 from tests.gateway.brokers import restart_embedded
 from tests.gateway.conftest import METER_IDS, start_gateway
 from tests.gateway.helpers import (
@@ -20,9 +20,9 @@ from tests.gateway.helpers import (
 )
 
 
-def readings_for(stack, meters, minutes) -> list[MeterReading]:
+def readings_for(stack, meters, minutes) -> list[Reading]:
     return [
-        MeterReading(meter, time_s, 1.0 + i / 100, 0.1, 1.0 - i / 1000, -0.5)
+        Reading(meter, time_s, 1.0 + i / 100, 0.1, 1.0 - i / 1000, -0.5)
         for time_s in minutes
         for i, meter in enumerate(meters)
     ]

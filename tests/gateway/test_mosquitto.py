@@ -8,8 +8,8 @@ from collections import Counter
 import paho.mqtt.client as mqtt
 import pytest
 
+from contracts.ledger import Reading
 from gateway.service import MqttSettings, reading_topic
-from contracts.community import MeterReading
 from tests.gateway.brokers import MosquittoBroker, needs_mosquitto
 from tests.gateway.conftest import METER_IDS, start_gateway
 from tests.gateway.helpers import (
@@ -61,7 +61,7 @@ def test_acl_confines_meters_and_every_reading_lands_once(
 
         readings = readings_for(stack, METER_IDS, stack.take_minutes(5))
         forged_minute = stack.take_minutes(1)[0]
-        impostor = MeterReading("M02", forged_minute, 9.0, 0.0, 1.0, 0.0)  # M02's key, M01's login
+        impostor = Reading("M02", forged_minute, 9.0, 0.0, 1.0, 0.0)  # M02's key, M01's login
         infos = publish(stack, publishers, topic_community, readings)
         infos.append(
             publishers["M01"].publish(

@@ -7,6 +7,7 @@ import json
 import pytest
 from eth_account import Account
 
+from contracts.ledger import Reading
 from gateway.payload import (
     MAX_PAYLOAD_BYTES,
     JsonNumber,
@@ -18,10 +19,9 @@ from gateway.payload import (
     parse_payload,
     sign_payload,
 )
-from contracts.community import MeterReading
 
 KEY = Account.from_key("0x" + "11" * 32)
-READING = MeterReading("M01", 1_767_225_600, 1.25, -0.1, 1.012, -0.42)
+READING = Reading("M01", 1_767_225_600, 1.25, -0.1, 1.012, -0.42)
 
 
 def plain(**overrides) -> dict:

@@ -9,10 +9,10 @@ import time
 
 from eth_account import Account
 
+from contracts import units
+from contracts.ledger import Reading
 from gateway.payload import Reason
 from gateway.service import reading_topic
-from contracts import units
-from contracts.community import MeterReading
 from tests.gateway.conftest import METER_IDS, register_meters, start_gateway
 from tests.gateway.helpers import Publisher, recorded, signed_payload, wait_for, wait_published
 from tests.gateway.test_delivery import gateway_settings, readings_for
@@ -24,8 +24,8 @@ def forged_payloads(stack, rng: random.Random, minutes: list[int]) -> list[tuple
     """(topic meter id, raw payload) pairs that must all be refused, for the given minutes."""
     stranger = Account.from_key(bytes(rng.getrandbits(8) for _ in range(31)) + b"\x01")
 
-    def reading(meter: str) -> MeterReading:
-        return MeterReading(meter, rng.choice(minutes), rng.uniform(-5, 5), 0.1, 1.0, -0.3)
+    def reading(meter: str) -> Reading:
+        return Reading(meter, rng.choice(minutes), rng.uniform(-5, 5), 0.1, 1.0, -0.3)
 
     def valid(meter: str) -> dict:
         return signed_payload(reading(meter), stack.meter_key(meter).account, seq=rng.randrange(1000))
@@ -61,19 +61,19 @@ def forged_payloads(stack, rng: random.Random, minutes: list[int]) -> list[tuple
     ]
 
 
-def special_refusals(stack, now: int, valid: MeterReading) -> list[tuple[str, dict, Reason]]:
+def special_refusals(stack, now: int, valid: Reading) -> list[tuple[str, dict, Reason]]:
     """One payload per reason that needs a chain or a clock to decide."""
     key = stack.meter_key
     return [
-        ("ZZ9", signed_payload(MeterReading("ZZ9", valid.time, 1, 0, 1, 0), key("ZZ9").account),
+        ("ZZ9", signed_payload(Reading("ZZ9", valid.time, 1, 0, 1, 0), key("ZZ9").account),
          Reason.UNKNOWN_METER),
-        ("DX1", signed_payload(MeterReading("DX1", valid.time, 1, 0, 1, 0), key("DX1").account),
+        ("DX1", signed_payload(Reading("DX1", valid.time, 1, 0, 1, 0), key("DX1").account),
          Reason.INACTIVE_METER),
-        ("M01", signed_payload(MeterReading("M01", valid.time, 1, 0, 1, 0), key("M02").account),
+        ("M01", signed_payload(Reading("M01", valid.time, 1, 0, 1, 0), key("M02").account),
          Reason.BAD_SIGNATURE),
-        ("M01", signed_payload(MeterReading("M01", now - now % 60 + 3600, 1, 0, 1, 0), key("M01").account),
+        ("M01", signed_payload(Reading("M01", now - now % 60 + 3600, 1, 0, 1, 0), key("M01").account),
          Reason.FROM_FUTURE),
-        ("M01", signed_payload(MeterReading("M01", now - now % 60 - 86400 * 3, 1, 0, 1, 0),
+        ("M01", signed_payload(Reading("M01", now - now % 60 - 86400 * 3, 1, 0, 1, 0),
                                key("M01").account), Reason.TOO_OLD),
         (valid.meter_id, signed_payload(valid, key(valid.meter_id).account, p_kw=valid.p_kw + 1),
          Reason.DUPLICATE),
@@ -81,10 +81,7 @@ def special_refusals(stack, now: int, valid: MeterReading) -> list[tuple[str, di
 
 
 def deregister(stack, meter_id: str) -> None:
-    registry = stack.community.registry
-    stack.community.client.transact(
-        registry.functions.deregisterMeter(units.encode_id(meter_id)), stack["admin"]
-    )
+    stack.community.registry.deregister_meter(stack["admin"], meter_id)
 
 
 def test_fuzzed_and_forged_payloads_never_reach_the_chain(
@@ -130,7 +127,7 @@ def test_fuzzed_and_forged_payloads_never_reach_the_chain(
         stats = gateway.stats()
         assert sum(v for k, v in stats.items() if k.startswith("rejected.")) == rejected
         assert stats["accepted"] == len(valid) and stats["delivered"] == len(valid)
-        event = stack.community.ledger.events.ReadingRecorded()
+        event = stack.community.ledger.contract.events.ReadingRecorded()
         duplicate = valid[0]
         logs = event.get_logs(
             from_block=0,
@@ -153,8 +150,8 @@ def test_reading_the_chain_refuses_goes_to_dead_letter_and_is_answered(
     publisher.subscribe_rejections(topic_community, "DX2")
     try:
         times = stack.take_minutes(2)
-        readings = [MeterReading("DX2", t, 2.0, 0.0, 1.0, 0.0) for t in times]
-        readings.append(MeterReading("M05", times[0], 2.0, 0.0, 1.0, 0.0))
+        readings = [Reading("DX2", t, 2.0, 0.0, 1.0, 0.0) for t in times]
+        readings.append(Reading("M05", times[0], 2.0, 0.0, 1.0, 0.0))
         wait_published(
             [
                 publisher.publish(

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from market.agents import BatteryOwner, EvOwner, PlainConsumer, PvProsumer, SlotOutlook, trading_round
-from market.orderbook import build_order_book
 from contracts.market import Side, TimeInForce
+from contracts.orderbook import build_order_book
+from market.agents import BatteryOwner, EvOwner, PlainConsumer, PvProsumer, SlotOutlook, trading_round
 
 IMPORT, EXPORT = Decimal("0.3"), Decimal("0.05")
 
@@ -68,17 +68,17 @@ def test_a_trading_round_on_the_chain(env):
         PlainConsumer("dave", env["dave"], "MD", load_kw=3.0),
         BatteryOwner("alice", env["alice"], "BAT", capacity_kwh=20, soc_kwh=3),
     ]
-    results = trading_round(agents, env.market, env.community, slot)
+    results = trading_round(agents, env.community, slot)
     assert all(not result.refused for result in results.values())
     assert results["carol"].sold_kwh == 0  # it only fills the book
     assert results["bob"].bought_kwh == 1.0  # 4 kW for 15 minutes, not the 2 kWh it wants
     assert results["dave"].bought_kwh == 0.75
     assert results["alice"].bought_kwh == 0.25  # the rest of carol's 2 kWh
     assert agents[1].needed_kwh == 3.0 and agents[3].soc_kwh == 3.25
-    assert env.market.schedule("EV", slot).matched_buy_kwh == 1.0
-    assert env.market.schedule("PV", slot).matched_sell_kwh == 2.0
-    view = build_order_book(env.client, env.contract, from_block=start)
+    assert env.market.market.schedule("EV", slot).matched_buy_kwh == 1.0
+    assert env.market.market.schedule("PV", slot).matched_sell_kwh == 2.0
+    view = build_order_book(env.community.market, from_block=start)
     assert view.escrow() == env.escrow_held()
     # a second round: the EV has no headroom left in this slot
-    again = trading_round(agents[1:2], env.market, env.community, slot)
+    again = trading_round(agents[1:2], env.community, slot)
     assert again["bob"].placed == [] and again["bob"].refused == []

@@ -13,11 +13,14 @@ import time
 
 import pytest
 
-from contracts import units
+from contracts import clock, units
 from contracts.accounts import Keyring
 from contracts.client import ChainClient
-from contracts.community import Band, BandSource, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
+from contracts.ledger import Reading
+from contracts.limits import Band, BandSource
+from contracts.registry import Flexibility, FlexKind, Meter, Role
 from node.ethereumjs import (
     CHAIN_ID,
     ETHEREUMJS,
@@ -150,11 +153,11 @@ def test_community_contracts_work_across_nodes(network, keyring, artifacts, comm
     deployment = deploy_community(writer, admin, CommunityConfig(name="EthereumJS network", slot_minutes=15))
     assert deployment.chain_id == CHAIN_ID
     community = Community(writer, deployment)
-    community.grant_role(admin, Role.GATEWAY, gateway.address)
-    community.grant_role(admin, Role.OCM_ORACLE, ocm.address)
-    community.add_member(admin, alice.address, "alice")
-    community.register_meter(admin, Meter("M01", 2, alice.address, keyring["meter-M01"].address))
-    community.register_flexibility(
+    community.registry.grant_role(admin, Role.GATEWAY, gateway.address)
+    community.registry.grant_role(admin, Role.OCM_ORACLE, ocm.address)
+    community.registry.add_member(admin, alice.address, "alice")
+    community.registry.register_meter(admin, Meter("M01", 2, alice.address, keyring["meter-M01"].address))
+    community.registry.register_flexibility(
         admin, Flexibility("BAT01", alice.address, 2, FlexKind.BATTERY, -5.0, 5.0, 0, "M01")
     )
 
@@ -163,11 +166,11 @@ def test_community_contracts_work_across_nodes(network, keyring, artifacts, comm
     slot = (minute - 1) // 15
     past = [m for m in range(minute - 3, minute) if m // 15 == slot] or [minute - 1]
     readings = [
-        MeterReading("M01", units.minute_to_unix(m), 1.0 + i, 0.2, 0.99, -1.0) for i, m in enumerate(past)
+        Reading("M01", clock.minute_start(m), 1.0 + i, 0.2, 0.99, -1.0) for i, m in enumerate(past)
     ]
-    recorded = community.record_readings(gateway, readings)
-    band = Band("BAT01", units.minute_to_unix(minute + 3), units.minute_to_unix(minute + 5), -2.0, 3.0)
-    published = community.publish_bands(ocm, [band])
+    recorded = community.ledger.record_readings(gateway, readings)
+    band = Band("BAT01", clock.minute_start(minute + 3), clock.minute_start(minute + 5), -2.0, 3.0)
+    published = community.limits.publish_bands(ocm, [band])
 
     reader = ChainClient.connect(network.rpc_urls[1], artifacts)
     wait_for_block(reader, published["blockNumber"])

@@ -9,9 +9,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from node.simulation.profiles import Household, h0_kw
-from node.simulation.meters import SimulatorSettings, load_feeder, place_meters, run_simulation
 from contracts import units
+from node.simulation.meters import SimulatorSettings, load_feeder, place_meters, run_simulation
+from node.simulation.profiles import Household, h0_kw
 from ocm.grid.helm import HelmSolver
 from tests.gateway.conftest import start_gateway
 from tests.gateway.helpers import wait_for
@@ -48,7 +48,7 @@ def test_simulated_readings_are_consistent(stack, artifacts, broker, tmp_path, t
     finally:
         gateway.stop()
 
-    events = stack.community.ledger.events.ReadingRecorded().get_logs(from_block=first_block)
+    events = stack.community.ledger.contract.events.ReadingRecorded().get_logs(from_block=first_block)
     by_minute = defaultdict(dict)
     for event in events:
         args = event["args"]

@@ -187,7 +187,6 @@ def test_bad_flexibilities_exit_2_naming_the_element(capsys, tmp_path, change, m
         (["{paper}", "--profiles", "{garbage}"], "not a finite number|first column must be 'time'"),
         (["{paper}", "--profiles", "{bad_csv}"], "column load.2.p_kw: load 2 is a flexibility"),
         (["{paper}", "--profiles", "simbench", "--day", "2016-06-01"], "needs a SimBench network"),
-        (["serve"], "lec ocm serve"),
     ],
 )
 def test_bad_input_exits_2_with_a_clean_message(capsys, nets, tmp_path, arguments, message):

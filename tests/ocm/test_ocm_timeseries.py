@@ -13,7 +13,8 @@ from ocm.bands import OcmProblem
 from ocm.case import case_from_pandapower
 from ocm.examples import paper_test_feeder
 from ocm.profiles import profiles_from_frame
-from ocm.timeseries import run_timeseries, write_results
+from ocm.report import write_results
+from ocm.timeseries import run_timeseries
 
 STEPS = 30
 HIGH_UL01 = range(12, 16)  # steps with UL01 beyond what the feeder can carry

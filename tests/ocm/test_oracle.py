@@ -10,14 +10,18 @@ from dataclasses import replace
 import pandapower as pp
 import pytest
 
-from contracts import units
-from node.embedded import open_embedded_chain
-from contracts.community import BandSource, Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from contracts import clock
+from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
+from contracts.ledger import Reading
+from contracts.limits import BandSource
+from contracts.registry import Flexibility, FlexKind, Meter, Role
+from node.embedded import open_embedded_chain
 from ocm.bands import OcmProblem
 from ocm.examples import paper_test_feeder
 from ocm.grid.network_io import read_network_tables
 from ocm.oracle import OcmService, ServiceSettings
+from tests.community_setup import populate
 
 
 @pytest.fixture(scope="module")
@@ -47,33 +51,31 @@ def deployed(artifacts, feeder_file, chain):
     bus_of = {
         name: int(net.load.bus[net.load.name == name].iloc[0]) for name in ("UL01", "UL02", "CS01", "CS02")
     }
-    member = keyring["faucet"].address
-    calls = [
-        (community.grant_role_call(Role.OCM_ORACLE, keyring["ocm"].address), admin),
-        (community.grant_role_call(Role.GATEWAY, keyring["gateway"].address), admin),
-        (community.add_member_call(member, "member"), admin),
-    ]
-    for meter_id in ("UL01", "UL02"):
-        calls.append(
-            (community.register_meter_call(Meter(meter_id, bus_of[meter_id], member, member)), admin)
-        )
-    for flex_id in ("CS01", "CS02"):
-        flex = Flexibility(flex_id, member, bus_of[flex_id], FlexKind.EV_CHARGER, 0.0, 22.0)
-        calls.append((community.register_flexibility_call(flex), admin))
-    client.transact_all(calls, gas=400_000)
+    member = keyring["member"].address
+    populate(
+        community,
+        keyring,
+        {"ocm": Role.OCM_ORACLE, "gateway": Role.GATEWAY},
+        ["member"],
+        [Meter(meter_id, bus_of[meter_id], member, member) for meter_id in ("UL01", "UL02")],
+        [
+            Flexibility(flex_id, member, bus_of[flex_id], FlexKind.EV_CHARGER, 0.0, 22.0)
+            for flex_id in ("CS01", "CS02")
+        ],
+    )
     return chain, community, keyring
 
 
 def record(community, keyring, minute, ul01_kw, ul02_kw):
     readings = [
-        MeterReading("UL01", units.minute_to_unix(minute), ul01_kw, 0.0, 0.99, 0.0),
-        MeterReading("UL02", units.minute_to_unix(minute), ul02_kw, 0.0, 0.98, 0.0),
+        Reading("UL01", clock.minute_start(minute), ul01_kw, 0.0, 0.99, 0.0),
+        Reading("UL02", clock.minute_start(minute), ul02_kw, 0.0, 0.98, 0.0),
     ]
-    community.record_readings(keyring["gateway"], readings)
+    community.ledger.record_readings(keyring["gateway"], readings)
 
 
 def chain_minute(community):
-    return community.client.w3.eth.get_block("latest")["timestamp"] // 60
+    return clock.minute_of(community.client.latest_timestamp())
 
 
 def service_for(deployed, feeder_file, **settings):
@@ -95,14 +97,14 @@ def test_measured_readings_give_verified_bands_on_chain(deployed, feeder_file):
     assert cs01 > cs02 > 0, "the charger nearer the transformer gets more (the paper's finding)"
     for band in outcome.bands:
         for minute in (now + 1, now + 5):
-            in_force = community.band_at(band.flex_id, units.minute_to_unix(minute))
+            in_force = community.limits.band_at(band.flex_id, clock.minute_start(minute))
             assert (in_force.p_min_kw, in_force.p_max_kw, in_force.source) == (
                 band.p_min_kw,
                 band.p_max_kw,
                 BandSource.OCM,
             )
         assert (
-            community.band_at(band.flex_id, units.minute_to_unix(now + 6)).source
+            community.limits.band_at(band.flex_id, clock.minute_start(now + 6)).source
             == BandSource.HARDWARE_BOUNDS
         )
     published = {b.flex_id: b for b in outcome.bands}
@@ -137,9 +139,9 @@ def test_run_publishes_at_once_and_stops_when_told(deployed, feeder_file):
     first = chain_minute(community) + 1  # the cycle starts this minute or the next
     runner.start()
     try:
-        minutes = [units.minute_to_unix(first), units.minute_to_unix(first + 1)]
+        minutes = [clock.minute_start(first), clock.minute_start(first + 1)]
         deadline = time.monotonic() + 60
-        while all(community.band_at("CS01", m).source != BandSource.OCM for m in minutes):
+        while all(community.limits.band_at("CS01", m).source != BandSource.OCM for m in minutes):
             assert time.monotonic() < deadline, "no band published by the first cycle"
             time.sleep(0.2)
     finally:
@@ -175,18 +177,21 @@ def test_a_band_that_failed_verification_is_never_published(deployed, feeder_fil
     assert community.client.w3.eth.get_transaction_count(keyring["ocm"].address) == before
 
 
-def test_serve_command_line_errors(tmp_path, feeder_file, capsys):
+def test_oracle_command_line_errors(tmp_path, feeder_file, capsys):
     from node.cli.main import main
 
-    assert main(["ocm", "serve"]) == 2
-    assert "lec ocm serve needs the feeder network" in capsys.readouterr().err
-    assert main(["ocm", "serve", str(feeder_file[0]), "--data-dir", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["oracle", "run"])
+    assert exit_.value.code == 2
+    assert "the following arguments are required: NET" in capsys.readouterr().err
+    assert main(["oracle", "run", str(feeder_file[0]), "--data-dir", str(tmp_path)]) == 2
     assert "no community deployment recorded" in capsys.readouterr().err
-    assert main(["ocm", str(feeder_file[0]), "extra"]) == 2
-    assert "unexpected argument 'extra'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ocm", str(feeder_file[0]), "extra"])
+    assert "unrecognized arguments: extra" in capsys.readouterr().err
 
 
-def test_serve_once_publishes_through_json_rpc(deployed, feeder_file, tmp_path, capsys):
+def test_oracle_once_publishes_through_json_rpc(deployed, feeder_file, tmp_path, capsys):
     from node.cli.main import main
 
     chain, community, keyring = deployed
@@ -195,7 +200,7 @@ def test_serve_once_publishes_through_json_rpc(deployed, feeder_file, tmp_path, 
     (tmp_path / "keys.json").write_text(json.dumps({"ocm": keyring["ocm"].account.key.hex()}))
     record(community, keyring, chain_minute(community) - 1, 8.0, 8.0)
     code = main(
-        ["-q", "ocm", "serve", str(feeder_file[0]), "--data-dir", str(tmp_path), "--rpc-url", url, "--once"]
+        ["-q", "oracle", "run", str(feeder_file[0]), "--data-dir", str(tmp_path), "--rpc-url", url, "--once"]
     )
     out = capsys.readouterr().out
     assert code == 0, out

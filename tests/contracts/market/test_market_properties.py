@@ -23,10 +23,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from market.orderbook import MarketEvents, OrderBookView
 from contracts import units
 from contracts.client import ContractRevert
 from contracts.market import AssetKind, OrderStatus, Side, TimeInForce
+from contracts.orderbook import OrderBookView
 from tests.market_setup import (
     DEFAULT_ASSET,
     FLEXIBILITIES,
@@ -65,10 +65,10 @@ class MarketMachine(RuleBasedStateMachine):
         self.slot = env.open_slot(ahead=3)
         self.phase = "trading"
         self.view = OrderBookView()
-        self.decoder = MarketEvents(env.client, env.contract)
+        self.decoder = env.community.market
         self.settled: set[str] = set()
         self.bands: dict[str, tuple[int, int]] = {}  # bands change only in change_band
-        token = env.community.token.functions
+        token = env.community.token.contract.functions
         self.supply = env.client.call(token.totalSupply())
         self.holders = [env[name].address for name in (*MEMBERS, "treasury")]
         self.holders += [env.contract.address, env.settlement.address]
@@ -81,14 +81,14 @@ class MarketMachine(RuleBasedStateMachine):
 
     def transact(self, call, signer):
         receipt = self.env.client.transact(call, signer)
-        self.view.apply_all(self.decoder.of_receipt(receipt))
+        self.view.apply_all(self.decoder.events_in(receipt))
         return receipt
 
     def band_wh(self, flex: str) -> tuple[int, int]:
         """(min, max) slot energy in Wh the flexibility's band allows."""
         if flex not in self.bands:
             low, high, _ = self.env.client.call(
-                self.env.community.limits.functions.tightestBand(units.encode_id(flex), self.slot)
+                self.env.community.limits.contract.functions.tightestBand(units.encode_id(flex), self.slot)
             )
             self.bands[flex] = (ceil_div(low * SLOT_MINUTES, 60), floor_div(high * SLOT_MINUTES, 60))
         return self.bands[flex]

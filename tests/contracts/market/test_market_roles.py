@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from contracts import units
-from contracts.community import Role
 from contracts.market import AssetKind, Side
+from contracts.registry import Role
 from tests.market_setup import MEMBERS, PRICE, ROLE_HOLDERS
 from tests.reverts import expect_revert
 
@@ -92,7 +92,7 @@ def test_every_other_role_is_refused(env, guarded):
             "AccessControlUnauthorizedAccount",
             lambda signer=signer: env.client.transact(function(*arguments), signer),
             account=signer.address,
-            neededRole=guarded.role.value,
+            neededRole=env.community.registry.role_id(guarded.role),
         )
     for holder in guarded.allowed:
         if guarded.allowed_error:

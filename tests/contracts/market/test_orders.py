@@ -314,10 +314,10 @@ def test_invalid_orders_are_refused_with_their_facts(env):
         owner=env["dave"].address,
     )
     env.client.transact(
-        env.community.registry.functions.deactivateFlexibility(units.encode_id("EV")), env["admin"]
+        env.community.registry.contract.functions.deactivateFlexibility(units.encode_id("EV")), env["admin"]
     )
     expect_revert("UnknownAsset", lambda: env.place("bob", slot, BUY, 10, PRICE), asset=units.encode_id("EV"))
-    env.client.transact(env.community.registry.functions.deregisterMeter(units.encode_id("MD")), env["admin"])
+    env.client.transact(env.community.registry.contract.functions.deregisterMeter(units.encode_id("MD")), env["admin"])
     expect_revert(
         "UnknownAsset", lambda: env.place("dave", slot, BUY, 10, PRICE), asset=units.encode_id("MD")
     )
@@ -325,7 +325,7 @@ def test_invalid_orders_are_refused_with_their_facts(env):
 
 def test_a_buyer_needs_allowance_and_balance_for_the_escrow(env):
     slot = env.open_slot()
-    token = env.community.token.functions
+    token = env.community.token.contract.functions
     env.client.transact(token.approve(env.contract.address, 10), env["dave"])
     expect_revert(
         "ERC20InsufficientAllowance",

@@ -4,8 +4,8 @@ treasury, sale proceeds from escrow, debts, band violations, idempotence."""
 from __future__ import annotations
 
 from contracts import units
-from contracts.community import Meter
 from contracts.market import Side
+from contracts.registry import Meter
 from tests.market_setup import EXPORT_PRICE, IMPORT_PRICE, MEMBERS, PRICE, SLOT_MINUTES
 from tests.reverts import expect_revert
 
@@ -103,7 +103,7 @@ def test_settling_again_changes_nothing(env):
 def test_a_member_who_cannot_pay_owes_a_debt_collected_later(env):
     slot = traded_slot(env)
     env.record_slot("MEV", slot, 4800)
-    token = env.community.token.functions
+    token = env.community.token.contract.functions
     env.client.transact(token.approve(env.settlement.address, 2 * 10**16), env["bob"])
     result = settled_by_member(env, settle(env, slot, ["bob"]))["bob"]
     assert (result["paidToTreasury"], result["debt"]) == (2 * 10**16, 4 * 10**16)
@@ -119,7 +119,7 @@ def test_a_member_who_cannot_pay_owes_a_debt_collected_later(env):
 def test_a_debt_is_paid_from_the_next_proceeds(env):
     slot = traded_slot(env)
     env.record_slot("MEV", slot, 4800)
-    env.client.transact(env.community.token.functions.approve(env.settlement.address, 0), env["bob"])
+    env.client.transact(env.community.token.contract.functions.approve(env.settlement.address, 0), env["bob"])
     settle(env, slot, ["bob"])
     assert env.client.call(env.settlement.functions.debtOf(env["bob"].address)) == 6 * 10**16
     later = env.open_slot()
@@ -140,13 +140,13 @@ def test_a_debt_is_paid_from_the_next_proceeds(env):
 def test_a_treasury_that_cannot_pay_owes_the_member(env):
     slot = traded_slot(env)
     env.record_slot("MPV", slot, -8000)
-    env.client.transact(env.community.token.functions.approve(env.settlement.address, 0), env["treasury"])
+    env.client.transact(env.community.token.contract.functions.approve(env.settlement.address, 0), env["treasury"])
     result = settled_by_member(env, settle(env, slot, ["carol"]))["carol"]
     credit = EXPORT_PRICE
     assert (result["paidByTreasury"], result["credit"], result["proceedsPaidOut"]) == (0, credit, PRICE)
     assert env.client.call(env.settlement.functions.creditOf(env["carol"].address)) == credit
     env.client.transact(
-        env.community.token.functions.approve(env.settlement.address, credit), env["treasury"]
+        env.community.token.contract.functions.approve(env.settlement.address, credit), env["treasury"]
     )
     carol = env.balance("carol")
     env.client.transact(env.settlement.functions.settleDebts(env["carol"].address), env["carol"])
@@ -235,7 +235,7 @@ def test_meters_registered_later_are_counted(env):
     env.to_final(slot)
     settle(env, slot, ["dave"])  # indexes the registry's meters
     admin = env["admin"]
-    env.community.register_meter(admin, Meter("MD2", 1, env["dave"].address, env["dave"].address))
+    env.community.registry.register_meter(admin, Meter("MD2", 1, env["dave"].address, env["dave"].address))
     later = slot + 1
     env.to_final(later)
     env.record_slot("MD", later, 1000)

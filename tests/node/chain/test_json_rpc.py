@@ -9,10 +9,12 @@ from eth_account import Account
 from web3 import Web3
 
 from contracts import units
-from node.embedded import open_embedded_chain
 from contracts.client import ChainClient, ChainError
-from contracts.community import Community, Meter, MeterReading, Role
+from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
+from contracts.ledger import Reading
+from contracts.registry import Meter, Role
+from node.embedded import open_embedded_chain
 from tests.node.chain.conftest import post, rpc
 from tests.reverts import expect_revert
 
@@ -46,22 +48,22 @@ def test_community_contracts_are_deployed_and_used_over_http(served, artifacts):
     keyring = chain.keyring
     community = Community(client, deploy_community(client, keyring["admin"], CommunityConfig()))
     admin = keyring["admin"]
-    community.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
-    community.add_member(admin, keyring["faucet"].address, "member")
-    community.register_meter(admin, Meter("M1", 4, keyring["faucet"].address, keyring["faucet"].address))
+    community.registry.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
+    community.registry.add_member(admin, keyring["faucet"].address, "member")
+    community.registry.register_meter(admin, Meter("M1", 4, keyring["faucet"].address, keyring["faucet"].address))
     minute = client.w3.eth.get_block("latest")["timestamp"] // 60 - 1
-    receipt = community.record_readings(
-        keyring["gateway"], [MeterReading("M1", minute * 60, 2.5, 0.1, 0.97, -3)]
+    receipt = community.ledger.record_readings(
+        keyring["gateway"], [Reading("M1", minute * 60, 2.5, 0.1, 0.97, -3)]
     )
     assert receipt["status"] == 1
-    assert community.has_reading("M1", minute * 60)
+    assert community.ledger.has_reading("M1", minute * 60)
     expect_revert(
         "DuplicateReading",
-        lambda: community.record_readings(keyring["gateway"], [MeterReading("M1", minute * 60, 1, 0, 1, 0)]),
+        lambda: community.ledger.record_readings(keyring["gateway"], [Reading("M1", minute * 60, 1, 0, 1, 0)]),
     )
-    logs = client.w3.eth.get_logs({"address": community.ledger.address, "fromBlock": 0})
+    logs = client.w3.eth.get_logs({"address": community.ledger.contract.address, "fromBlock": 0})
     assert len(logs) == 1 and logs[0]["topics"][1] == units.encode_id("M1")
-    event = community.ledger.events.ReadingRecorded().process_log(logs[0])
+    event = community.ledger.contract.events.ReadingRecorded().process_log(logs[0])
     assert event["args"]["activePowerW"] == 2500
     filtered = client.w3.eth.get_logs(
         {"fromBlock": 0, "topics": [None, "0x" + units.encode_id("NOPE").hex()]}

@@ -14,9 +14,11 @@ import pytest
 
 from contracts.accounts import Keyring
 from contracts.client import ChainClient
-from contracts.community import Community, Meter, MeterReading, Role
+from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
+from contracts.ledger import Reading
 from contracts.paths import NODE_MODULES, PROJECT_ROOT
+from contracts.registry import Meter, Role
 from node.ports import free_port
 from tests.node.chain.conftest import rpc
 from tests.processes import interrupt, kill_hard
@@ -89,10 +91,10 @@ def test_cast_block_number_send_and_call(node_process, artifacts):
     community = Community(client, deploy_community(client, keyring["admin"], CommunityConfig()))
     assert int(cast("block-number", "--rpc-url", url)) >= community.deployment.block >= 1
     admin_key = keyring["admin"].account.key.hex()
-    token, alice = community.token.address, keyring["faucet"].address
+    token, alice = community.token.contract.address, keyring["faucet"].address
     cast("send", token, "mint(address,uint256)", alice, "5000", "--private-key", admin_key, "--rpc-url", url)
     assert cast("call", token, "balanceOf(address)(uint256)", alice, "--rpc-url", url).split()[0] == "5000"
-    assert community.token_balance(alice) == 5000
+    assert community.token.balance_units(alice) == 5000
     # A refused call comes back from cast as an error naming the custom error's selector.
     refused = subprocess.run(
         [
@@ -122,14 +124,14 @@ def test_kill_9_and_restart_loses_nothing(tmp_path, artifacts):
     deployment = deploy_community(client, keyring["admin"], CommunityConfig())
     deployment.save(node.data_dir)
     community = Community(client, deployment)
-    community.grant_role(keyring["admin"], Role.GATEWAY, keyring["gateway"].address)
-    community.add_member(keyring["admin"], keyring["faucet"].address, "member")
-    community.register_meter(
+    community.registry.grant_role(keyring["admin"], Role.GATEWAY, keyring["gateway"].address)
+    community.registry.add_member(keyring["admin"], keyring["faucet"].address, "member")
+    community.registry.register_meter(
         keyring["admin"], Meter("M1", 1, keyring["faucet"].address, keyring["faucet"].address)
     )
     minute = client.w3.eth.get_block("latest")["timestamp"] // 60 - 1
-    receipt = community.record_readings(
-        keyring["gateway"], [MeterReading("M1", minute * 60, 3.0, 0.2, 1.01, 0.5)]
+    receipt = community.ledger.record_readings(
+        keyring["gateway"], [Reading("M1", minute * 60, 3.0, 0.2, 1.01, 0.5)]
     )
     seen = client.w3.eth.get_block("latest")
     node.kill()
@@ -143,8 +145,8 @@ def test_kill_9_and_restart_loses_nothing(tmp_path, artifacts):
         assert (again["hash"], again["stateRoot"]) == (seen["hash"], seen["stateRoot"])
         assert client.w3.eth.get_transaction_receipt(receipt["transactionHash"])["status"] == 1
         community = Community(client, json_deployment(node.data_dir))
-        assert community.has_reading("M1", minute * 60)
-        assert community.slot_energy("M1", minute // 15).active_kwh == pytest.approx(3.0 / 60)
+        assert community.ledger.has_reading("M1", minute * 60)
+        assert community.ledger.slot_energy("M1", minute // 15).active_kwh == pytest.approx(3.0 / 60)
         head = client.w3.eth.block_number
         deadline = time.monotonic() + 20
         while client.w3.eth.block_number <= head and time.monotonic() < deadline:

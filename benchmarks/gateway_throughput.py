@@ -7,7 +7,7 @@ payloads at a fixed rate). A watcher stamps each ReadingRecorded event when its 
 appears; latency = that moment − the publish moment.
 Target (issue 6): >= 200 readings/s sustained, p95 latency <= 2 block periods.
 
-usage: .venv/bin/python benchmarks/gateway.py [--seconds 40] [--rate 250] [--meters 500]
+usage: .venv/bin/python benchmarks/gateway_throughput.py [--seconds 40] [--rate 250] [--meters 500]
 """
 
 from __future__ import annotations
@@ -32,16 +32,17 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != HE
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from node.broker import EmbeddedBroker  # noqa: E402
-from gateway.payload import sign_payload  # noqa: E402
-from gateway.service import GatewayService, MqttSettings, reading_topic  # noqa: E402
-from contracts import units  # noqa: E402
+from contracts import clock  # noqa: E402
 from contracts.accounts import Keyring  # noqa: E402
+from contracts.build import build_contracts  # noqa: E402
 from contracts.client import ChainClient  # noqa: E402
-from contracts.community import Community, Meter, Role  # noqa: E402
+from contracts.community import Community, Role  # noqa: E402
 from contracts.deploy import CommunityConfig, deploy_community  # noqa: E402
 from contracts.paths import PROJECT_ROOT  # noqa: E402
-from contracts.build import build_contracts  # noqa: E402
+from contracts.registry import Meter  # noqa: E402
+from gateway.payload import sign_payload  # noqa: E402
+from gateway.service import GatewayService, MqttSettings, reading_topic  # noqa: E402
+from node.broker import EmbeddedBroker  # noqa: E402
 
 TOPIC = "bench"
 PUBLISHERS = 4
@@ -76,11 +77,16 @@ def set_up_community(url: str, keyring: Keyring, meters: int) -> tuple[Community
     community = Community(client, deploy_community(client, admin, CommunityConfig(name="bench")))
     meter_ids = [f"B{i:04d}" for i in range(meters)]
     calls = [
-        (community.grant_role_call(Role.GATEWAY, keyring["gateway"].address), admin),
-        (community.add_member_call(member.address, "member"), admin),
+        (community.registry.grant_role_call(Role.GATEWAY, keyring["gateway"].address), admin),
+        (community.registry.add_member_call(member.address, "member"), admin),
     ]
     calls += [
-        (community.register_meter_call(Meter(m, 1, member.address, keyring[f"meter-{m}"].address)), admin)
+        (
+            community.registry.register_meter_call(
+                Meter(m, 1, member.address, keyring[f"meter-{m}"].address)
+            ),
+            admin,
+        )
         for m in meter_ids
     ]
     for start in range(0, len(calls), REGISTRATIONS_PER_ROUND):  # the pool holds 256 per sender
@@ -93,8 +99,8 @@ class ConfirmationWatcher:
 
     def __init__(self, community: Community):
         self.community = community
-        self.confirmed: dict[tuple[bytes, int], float] = {}
-        self._next_block = community.client.w3.eth.block_number + 1
+        self.confirmed: dict[tuple[str, int], float] = {}
+        self._readings = community.ledger.follow_readings(community.client.head_block() + 1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -104,16 +110,11 @@ class ConfirmationWatcher:
         self._thread.join()
 
     def _run(self) -> None:
-        w3 = self.community.client.w3
-        event = self.community.ledger.events.ReadingRecorded()
         while not self._stop.wait(0.05):
-            head = w3.eth.block_number
-            if head < self._next_block:
-                continue
+            recorded = self._readings.poll().items
             seen = time.time()
-            for entry in event.get_logs(from_block=self._next_block, to_block=head):
-                self.confirmed[(bytes(entry["args"]["meter"]), entry["args"]["minute"])] = seen
-            self._next_block = head + 1
+            for item in recorded:
+                self.confirmed[(item.reading.meter_id, item.reading.minute)] = seen
 
 
 def run(seconds: float, rate: float, meters: int, period: int) -> dict[str, float]:
@@ -160,7 +161,7 @@ def run(seconds: float, rate: float, meters: int, period: int) -> dict[str, floa
             delay = start + n / rate - time.time()
             if delay > 0:
                 time.sleep(delay)
-            published[(units.encode_id(meter), minute // 60)] = time.time()
+            published[(meter, clock.minute_of(minute))] = time.time()
             publishers[n % PUBLISHERS].publish(reading_topic(TOPIC, meter), payload, qos=1)
         publish_end = time.time()
         deadline = publish_end + 60

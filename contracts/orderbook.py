@@ -1,4 +1,5 @@
-"""Off-chain view of the energy market, built from its events alone.
+"""Off-chain view of the energy market, built from its events alone (a projection of
+``EnergyMarket``'s events, so it lives beside the binding).
 
 Indexers, the dApp and the agents read this instead of walking contract storage: open
 orders per slot and side in book order (price, then time), trades with their
@@ -8,17 +9,21 @@ chain's exact integers (Wh, token units, units per kWh); ``contracts.market`` co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from eth_utils import event_abi_to_log_topic
-from web3.contract.contract import Contract
-from web3.types import TxReceipt
 
 from contracts import units
-from contracts.client import ChainClient
-from contracts.market import AssetKind, CloseReason, OrderStatus, Side, TimeInForce, escrow_units, trade_value
+from contracts.events import ChainEvent
+from contracts.market import (
+    AssetKind,
+    CloseReason,
+    EnergyMarket,
+    OrderStatus,
+    Side,
+    TimeInForce,
+    escrow_units,
+    trade_value,
+)
 
 
 @dataclass
@@ -69,15 +74,15 @@ class OrderBookView:
     released: set[tuple[str, int]] = field(default_factory=set)
     auction_prices: dict[int, int] = field(default_factory=dict)
 
-    def apply(self, name: str, args: dict[str, Any]) -> None:
-        """Apply one decoded market event (others are ignored)."""
-        handler = getattr(self, f"_on_{name}", None)
+    def apply(self, event: ChainEvent) -> None:
+        """Apply one market event (others are ignored)."""
+        handler = getattr(self, f"_on_{event.name}", None)
         if handler is not None:
-            handler(args)
+            handler(event.args)
 
-    def apply_all(self, events: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        for name, args in events:
-            self.apply(name, args)
+    def apply_all(self, events: Iterable[ChainEvent]) -> None:
+        for event in events:
+            self.apply(event)
 
     # --------------------------------------------------------------- queries
 
@@ -173,40 +178,8 @@ class OrderBookView:
         self.released.add(key)
 
 
-class MarketEvents:
-    """Decodes the market's logs, in the order they happened (across event types)."""
-
-    def __init__(self, client: ChainClient, market: Contract):
-        self.client = client
-        self.market = market
-        self._events = {
-            event_abi_to_log_topic(item): getattr(market.events, item["name"])()
-            for item in market.abi
-            if item["type"] == "event"
-        }
-
-    def decode(self, logs: Iterable[dict]) -> Iterator[tuple[str, dict[str, Any]]]:
-        for log_entry in logs:
-            if log_entry["address"] != self.market.address or not log_entry["topics"]:
-                continue
-            event = self._events.get(bytes(log_entry["topics"][0]))
-            if event is not None:
-                decoded = event.process_log(log_entry)
-                yield decoded["event"], dict(decoded["args"])
-
-    def of_receipt(self, receipt: TxReceipt) -> list[tuple[str, dict[str, Any]]]:
-        return list(self.decode(receipt["logs"]))
-
-    def fetch(self, from_block: int = 0, to_block: int | str = "latest") -> list[tuple[str, dict[str, Any]]]:
-        """Every market event in ``[from_block, to_block]``."""
-        logs = self.client.w3.eth.get_logs(
-            {"address": self.market.address, "fromBlock": from_block, "toBlock": to_block}
-        )
-        return list(self.decode(logs))
-
-
-def build_order_book(client: ChainClient, market: Contract, from_block: int = 0) -> OrderBookView:
+def build_order_book(market: EnergyMarket, from_block: int = 0) -> OrderBookView:
     """The order book as the market's events since ``from_block`` tell it."""
     view = OrderBookView()
-    view.apply_all(MarketEvents(client, market).fetch(from_block))
+    view.apply_all(market.follow_events(from_block).poll().items)
     return view

@@ -7,7 +7,7 @@ warm-starting each step from the one before, on one core. On ``--gap-steps`` of 
 ``sum`` optimum of both problems is compared with SLSQP around ``pandapower.runpp``
 (``ocm.reference``): gap = (reference - OCM) / |reference| for the max problem, and
 (OCM - reference) / |reference| for the min problem (positive = OCM gives less).
-Run: ``.venv/bin/python benchmarks/ocm.py``.
+Run: ``.venv/bin/python benchmarks/ocm_speed.py``.
 """
 
 from __future__ import annotations

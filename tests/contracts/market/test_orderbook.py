@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from market.orderbook import MarketEvents, OrderBookView, build_order_book
 from contracts import units
 from contracts.market import AssetKind, CloseReason, OrderStatus, Side
+from contracts.orderbook import OrderBookView, build_order_book
 from tests.market_setup import PRICE
 
 BUY, SELL = Side.BUY, Side.SELL
@@ -33,7 +33,7 @@ def busy_slot(env) -> int:
 def test_the_book_from_events_equals_the_chain(env):
     start = env.client.w3.eth.block_number
     slot = busy_slot(env)
-    view = build_order_book(env.client, env.contract, from_block=start)
+    view = build_order_book(env.community.market, from_block=start)
     for side in Side:
         on_chain = list(env.client.call(env.contract.functions.openOrders(slot, int(side))))
         assert [order.order_id for order in view.open_orders(slot, side)] == on_chain
@@ -59,7 +59,7 @@ def test_the_book_from_events_equals_the_chain(env):
 def test_hints_and_depth_from_the_view(env):
     start = env.client.w3.eth.block_number
     slot = busy_slot(env)
-    view = build_order_book(env.client, env.contract, from_block=start)
+    view = build_order_book(env.community.market, from_block=start)
     for side in Side:
         for price in (PRICE // 4, PRICE // 2, PRICE, 2 * PRICE, 3 * PRICE, 5 * PRICE):
             expected = env.client.call(env.contract.functions.insertionHint(slot, int(side), price))
@@ -72,11 +72,11 @@ def test_hints_and_depth_from_the_view(env):
 def test_receipts_applied_one_by_one_give_the_same_book(env):
     start = env.client.w3.eth.block_number
     view = OrderBookView()
-    decoder = MarketEvents(env.client, env.contract)
+    decoder = env.community.market
     slot = env.open_slot()
     for member, side, quantity, price in [("carol", SELL, 500, PRICE), ("dave", BUY, 700, 2 * PRICE)]:
         _, receipt = env.place(member, slot, side, quantity, price, asset=None)
-        view.apply_all(decoder.of_receipt(receipt))
-    fetched = build_order_book(env.client, env.contract, from_block=start)
+        view.apply_all(decoder.events_in(receipt))
+    fetched = build_order_book(env.community.market, from_block=start)
     assert view.orders == fetched.orders and view.trades == fetched.trades
     assert [o.asset_kind for o in view.open_orders(slot, BUY)] == [AssetKind.METER]

@@ -10,7 +10,7 @@ and orders per second on the embedded proof-of-authority node (in process, 2 s b
 members send orders pipelined (local nonces, fixed gas, no estimate) that alternately
 rest and match one resting order, tied to meters or to flexibilities.
 
-usage: .venv/bin/python benchmarks/market.py [--seconds 30] [--skip-throughput]
+usage: .venv/bin/python benchmarks/market_gas.py [--seconds 30] [--skip-throughput]
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ import argparse
 import statistics
 import time
 
-from contracts import units
+from contracts import clock, units
 from contracts.accounts import Keyring
-from node.embedded import open_embedded_chain
+from contracts.build import build_contracts
 from contracts.client import ChainClient
-from contracts.community import Community, Flexibility, FlexKind, Meter, MeterReading, Role
+from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
 from contracts.devchain import fund, start_eth_tester
-from contracts.market import MAX_ALLOWANCE, AssetKind, Market, Side, TimeInForce
-from contracts.build import build_contracts
+from contracts.ledger import Reading
+from contracts.market import AssetKind, Side, TimeInForce
+from contracts.registry import Flexibility, FlexKind, Meter, Role
+from contracts.token import MAX_ALLOWANCE
+from node.embedded import open_embedded_chain
 
 SLOT_MINUTES = 15
 TOKEN = 10**18
@@ -50,27 +53,28 @@ class Bench:
         config = CommunityConfig(slot_minutes=SLOT_MINUTES, gate_closure_minutes=5, finality_delay_minutes=15)
         deployment = deploy_community(client, admin, config)
         self.community = Community(client, deployment)
-        self.market = Market(client, deployment)
         self.names = [f"m{i}" for i in range(MEMBERS)]
         calls = [
-            (self.community.grant_role_call(role, keyring[name].address), admin)
+            (self.community.registry.grant_role_call(role, keyring[name].address), admin)
             for name, role in (
                 ("operator", Role.MARKET_OPERATOR),
                 ("gateway", Role.GATEWAY),
                 ("ocm", Role.OCM_ORACLE),
             )
         ]
-        calls += [(self.community.add_member_call(keyring[n].address, n), admin) for n in self.names]
+        calls += [(self.community.registry.add_member_call(keyring[n].address, n), admin) for n in self.names]
         client.transact_all(calls, gas=300_000)
         calls = []
         for i, name in enumerate(self.names):
             address = keyring[name].address
             for meter in (f"H{i}", f"F{i}"):
-                calls.append((self.community.register_meter_call(Meter(meter, i, address, address)), admin))
+                calls.append(
+                    (self.community.registry.register_meter_call(Meter(meter, i, address, address)), admin)
+                )
         client.transact_all(calls, gas=300_000)
         calls = [
             (
-                self.community.register_flexibility_call(
+                self.community.registry.register_flexibility_call(
                     Flexibility(
                         f"B{i}", self.keyring[name].address, i, FlexKind.BATTERY, -50.0, 50.0, 0, f"F{i}"
                     )
@@ -79,14 +83,14 @@ class Bench:
             )
             for i, name in enumerate(self.names)
         ]
-        token = self.community.token.functions
+        token = self.community.token.contract.functions
         operator = keyring["operator"]
         for name in (*self.names, "treasury"):
             signer = keyring[name]
             calls.append((token.mint(signer.address, 10**6 * TOKEN), operator))
-            calls.append((token.approve(self.market.settlement.address, MAX_ALLOWANCE), signer))
-            calls.append((token.approve(self.market.market.address, MAX_ALLOWANCE), signer))
-        settlement = self.market.settlement.functions
+            calls.append((token.approve(self.community.settlement.address, MAX_ALLOWANCE), signer))
+            calls.append((token.approve(self.community.market.address, MAX_ALLOWANCE), signer))
+        settlement = self.community.settlement.contract.functions
         calls.append((settlement.setTreasury(keyring["treasury"].address), operator))
         calls.append(
             (settlement.setGridPrices(self.now() // 60 // SLOT_MINUTES + 2, 3 * PRICE, PRICE // 2), operator)
@@ -106,7 +110,9 @@ class Bench:
     def order(self, member: int, slot: int, side: Side, wh: int, price: int, tif=GTC, flex=False, hint=0):
         kind, asset = (AssetKind.FLEXIBILITY, f"B{member}") if flex else (AssetKind.METER, f"H{member}")
         request = (slot, int(side), int(tif), int(kind), units.encode_id(asset), wh, price)
-        return self.market.market.functions.placeOrder(request, hint), self.keyring[self.names[member]]
+        return self.community.market.contract.functions.placeOrder(request, hint), self.keyring[
+            self.names[member]
+        ]
 
     def gas(self, call_and_signer) -> int:
         call, signer = call_and_signer
@@ -145,7 +151,7 @@ def gas_figures(bench: Bench) -> list[tuple[str, float]]:
     s = fresh()
     bench.fill(s, SELL, 40, price=PRICE)
     rows.append(("rest: behind 40 orders, no hint", bench.gas(bench.order(0, s, SELL, 10, 2 * PRICE))))
-    hint = bench.client.call(bench.market.market.functions.insertionHint(s, int(SELL), 2 * PRICE))
+    hint = bench.client.call(bench.community.market.contract.functions.insertionHint(s, int(SELL), 2 * PRICE))
     rows.append(
         ("rest: behind 40 orders, with hint", bench.gas(bench.order(0, s, SELL, 10, 2 * PRICE, hint=hint)))
     )
@@ -166,15 +172,18 @@ def gas_figures(bench: Bench) -> list[tuple[str, float]]:
     # cancel, expiry
     s = fresh()
     call, signer = bench.order(1, s, BUY, 1000, PRICE)
-    order_id = bench.client.events(bench.market.market, "OrderPlaced", bench.client.transact(call, signer))[
-        0
-    ]["orderId"]
+    order_id = bench.client.events(
+        bench.community.market.contract, "OrderPlaced", bench.client.transact(call, signer)
+    )[0]["orderId"]
     rows.append(
-        ("cancel (buy, refund)", bench.gas((bench.market.market.functions.cancelOrder(order_id), signer)))
+        (
+            "cancel (buy, refund)",
+            bench.gas((bench.community.market.contract.functions.cancelOrder(order_id), signer)),
+        )
     )
     s = fresh()
     bench.fill(s, BUY, 32, price=PRICE)
-    gate = bench.client.call(bench.market.market.functions.gateClosureTime(s))
+    gate = bench.client.call(bench.community.market.contract.functions.gateClosureTime(s))
     expire_slot = s
 
     # curtailment: 16 trades of battery B0 (buys), then its band drops to 0
@@ -184,23 +193,23 @@ def gas_figures(bench: Bench) -> list[tuple[str, float]]:
         bench.gas(bench.order(0, s, BUY, 100, PRICE, IOC, flex=True))
     start = s * SLOT_MINUTES
     bench.client.transact(
-        bench.community.limits.functions.publishBands(
+        bench.community.limits.contract.functions.publishBands(
             [(units.encode_id("B0"), start, start + 15, -50_000, 0)]
         ),
         bench.keyring["ocm"],
     )
     receipt = bench.client.transact(
-        bench.market.market.functions.curtail(units.encode_id("B0"), s), bench.keyring["admin"]
+        bench.community.market.contract.functions.curtail(units.encode_id("B0"), s), bench.keyring["admin"]
     )
-    curtailed = len(bench.client.events(bench.market.market, "TradeCurtailed", receipt))
+    curtailed = len(bench.client.events(bench.community.market.contract, "TradeCurtailed", receipt))
     rows.append((f"curtail: per trade ({curtailed} trades)", receipt["gasUsed"] / curtailed))
 
     # expiry (after the gate of the expiry slot closed)
     bench.travel(gate)
     receipt = bench.client.transact(
-        bench.market.market.functions.expireOrders(expire_slot), bench.keyring["admin"]
+        bench.community.market.contract.functions.expireOrders(expire_slot), bench.keyring["admin"]
     )
-    expired = len(bench.client.events(bench.market.market, "OrderClosed", receipt))
+    expired = len(bench.client.events(bench.community.market.contract, "OrderClosed", receipt))
     rows.append((f"expire: per order ({expired} orders)", receipt["gasUsed"] / expired))
     return rows
 
@@ -209,16 +218,20 @@ def auction_figures(artifacts) -> list[tuple[str, float]]:
     rows = []
     for n in (10, 25, 50):
         bench = tester_bench(artifacts)
-        bench.client.transact(bench.market.market.functions.setClearingMode(1), bench.keyring["operator"])
+        bench.client.transact(
+            bench.community.market.contract.functions.setClearingMode(1), bench.keyring["operator"]
+        )
         s = bench.open_slot()
         calls = []
         for i in range(n):  # bids 2.0 .. 1.51, asks 1.0 .. 1.49: every order trades
             calls.append(bench.order(i % MEMBERS, s, BUY, 100, 2 * PRICE - i * PRICE // 100))
             calls.append(bench.order((i + 1) % MEMBERS, s, SELL, 100, PRICE + i * PRICE // 100))
         bench.client.transact_all(calls, gas=ORDER_GAS)
-        bench.travel(bench.client.call(bench.market.market.functions.gateClosureTime(s)))
-        receipt = bench.client.transact(bench.market.market.functions.clearAuction(s), bench.keyring["admin"])
-        trades = len(bench.client.events(bench.market.market, "TradeExecuted", receipt))
+        bench.travel(bench.client.call(bench.community.market.contract.functions.gateClosureTime(s)))
+        receipt = bench.client.transact(
+            bench.community.market.contract.functions.clearAuction(s), bench.keyring["admin"]
+        )
+        trades = len(bench.client.events(bench.community.market.contract, "TradeExecuted", receipt))
         rows.append((f"auction: {n} bids + {n} asks, {trades} trades", receipt["gasUsed"]))
         rows.append(("  per trade", receipt["gasUsed"] / trades))
     return rows
@@ -230,16 +243,16 @@ def settlement_figures(bench: Bench) -> list[tuple[str, float]]:
     for i in range(MEMBERS):  # every member: one trade and readings on both meters
         bench.gas(bench.order(i, s, SELL, 500, PRICE))
         bench.gas(bench.order((i + 1) % MEMBERS, s, BUY, 500, PRICE, flex=True))
-    bench.travel(bench.client.call(bench.market.settlement.functions.finalTime(s)))
+    bench.travel(bench.client.call(bench.community.settlement.contract.functions.finalTime(s)))
     readings = [
-        MeterReading(f"{kind}{i}", units.minute_to_unix(s * SLOT_MINUTES + m), 1.5, 0.0, 1.0, 0.0)
+        Reading(f"{kind}{i}", clock.minute_start(s * SLOT_MINUTES + m), 1.5, 0.0, 1.0, 0.0)
         for i in range(MEMBERS)
         for kind in ("H", "F")
         for m in range(SLOT_MINUTES)
     ]
     for chunk in range(0, len(readings), 60):
-        bench.community.record_readings(bench.keyring["gateway"], readings[chunk : chunk + 60])
-    settle = bench.market.settlement.functions.settle
+        bench.community.ledger.record_readings(bench.keyring["gateway"], readings[chunk : chunk + 60])
+    settle = bench.community.settlement.contract.functions.settle
     address = [bench.keyring[name].address for name in bench.names]
     admin = bench.keyring["admin"]
     first = bench.client.transact(settle(s, address[:1]), admin)["gasUsed"]
@@ -278,7 +291,9 @@ def throughput(artifacts, seconds: float) -> list[tuple[str, float, int]]:
             sent = time.perf_counter() - started
             receipts = [client.wait(tx_hash) for tx_hash in hashes]
             elapsed = time.perf_counter() - started
-            trades = sum(len(client.events(bench.market.market, "TradeExecuted", r)) for r in receipts)
+            trades = sum(
+                len(client.events(bench.community.market.contract, "TradeExecuted", r)) for r in receipts
+            )
             gas = statistics.mean(r["gasUsed"] for r in receipts)
             label = "flexibilities (band checks)" if flex else "meters"
             results.append(

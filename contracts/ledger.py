@@ -1,0 +1,125 @@
+"""Typed binding of ``MeasurementLedger`` and the one ``Reading`` type that travels from a
+meter's payload through the gateway to the chain and back to the OCM oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from web3.contract.contract import ContractFunction
+from web3.types import TxReceipt
+
+from contracts import clock, units
+from contracts.binding import ContractBinding
+from contracts.client import Signer
+from contracts.events import ChainEvent, EventFollower
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One minute of one meter in Python units: ``time`` is the minute's start (UTC Unix
+    seconds), P in kW and Q in kvar (load convention), V in pu, θ in degrees.
+
+    ``chain`` is the reading as ``MeasurementLedger`` stores it, converted once (and
+    raising ``UnitError`` when a value cannot be represented)."""
+
+    meter_id: str
+    time: int
+    p_kw: float
+    q_kvar: float
+    v_pu: float
+    theta_deg: float
+
+    @property
+    def minute(self) -> int:
+        return clock.aligned_minute(self.time)
+
+    @cached_property
+    def chain(self) -> tuple[bytes, int, int, int, int, int]:
+        """(meter id, Unix minute, W, var, µpu, µdeg): the contract's ``Reading`` struct."""
+        return (
+            units.encode_id(self.meter_id),
+            self.minute,
+            units.kw_to_w(self.p_kw),
+            units.kvar_to_var(self.q_kvar),
+            units.pu_to_micro_pu(self.v_pu),
+            units.deg_to_micro_deg(self.theta_deg),
+        )
+
+    @classmethod
+    def from_chain(
+        cls, meter: bytes, minute: int, p_w: int, q_var: int, v_micro_pu: int, theta_micro_deg: int
+    ):
+        """The reading the chain recorded, in Python units."""
+        return cls(
+            units.decode_id(meter),
+            clock.minute_start(minute),
+            units.w_to_kw(p_w),
+            units.var_to_kvar(q_var),
+            units.micro_pu_to_pu(v_micro_pu),
+            units.micro_deg_to_deg(theta_micro_deg),
+        )
+
+
+@dataclass(frozen=True)
+class RecordedReading:
+    """A reading as the chain recorded it, and in which block."""
+
+    reading: Reading
+    block_number: int
+
+
+@dataclass(frozen=True)
+class SlotEnergy:
+    readings: int
+    active_kwh: float
+    reactive_kvarh: float
+
+
+class Ledger(ContractBinding):
+    """``MeasurementLedger``: every meter's readings, minute by minute."""
+
+    CONTRACT = "MeasurementLedger"
+
+    def record_readings_call(self, readings: Sequence[Reading]) -> ContractFunction:
+        return self._function("recordReadings", [reading.chain for reading in readings])
+
+    def record_readings(self, gateway: Signer, readings: Sequence[Reading]) -> TxReceipt:
+        return self._transact(gateway, self.record_readings_call(readings))
+
+    def has_reading(self, meter_id: str, time: int) -> bool:
+        return self._view("hasReading", units.encode_id(meter_id), clock.aligned_minute(time))
+
+    def recorded(self, readings: Sequence[Reading]) -> list[bool]:
+        """For each reading, whether the chain holds a reading of its meter and minute."""
+        if not readings:
+            return []
+        return list(
+            self._view(
+                "hasReadings",
+                [reading.chain[0] for reading in readings],
+                [reading.chain[1] for reading in readings],
+            )
+        )
+
+    def slot_energy(self, meter_id: str, slot: int) -> SlotEnergy:
+        count, active, reactive = self._view("slotEnergy", units.encode_id(meter_id), slot)
+        return SlotEnergy(count, units.watt_minutes_to_kwh(active), units.watt_minutes_to_kwh(reactive))
+
+    def follow_readings(self, from_block: int) -> EventFollower[RecordedReading]:
+        """Every recorded reading from ``from_block`` on (``ReadingRecorded`` events)."""
+        return self._follower(("ReadingRecorded",), from_block, _recorded_reading)
+
+
+def _recorded_reading(event: ChainEvent) -> RecordedReading:
+    args = event.args
+    reading = Reading.from_chain(
+        args["meter"],
+        args["minute"],
+        args["activePowerW"],
+        args["reactivePowerVar"],
+        args["voltageMicroPu"],
+        args["angleMicroDeg"],
+    )
+    return RecordedReading(reading, event.block_number)

@@ -1,0 +1,100 @@
+"""``lec oracle run``: the OCM oracle of a community, publishing bands on chain every minute."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from node.cli.errors import CliError
+from node.cli.ocm import add_solver_options, positive_int
+
+HELP = """\
+The OCM oracle of a community (the DSO's service). Every minute it reads the latest meter
+readings from the chain (MeasurementLedger events), builds the operating point (measured
+buses where every meter of the bus reported within --stale-after minutes, the network
+file's values elsewhere), computes bands for the flexibilities registered in
+CommunityRegistry (their bus must be a bus of NET), and publishes them to CapacityLimits
+with the key "ocm" of the data directory for the next --horizon minutes. A band that
+fails verification is never published; with no feasible schedule, the least-violating
+zero-width bands are. Runs until Ctrl-C (--once: one cycle, then exit; status 0 when a
+feasible band was published, 1 otherwise).
+
+examples:
+  lec oracle run feeder.json --data-dir .lec/community --rpc-url http://127.0.0.1:8545
+  lec oracle run .lec/community/feeder.json --once
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    oracle = subparsers.add_parser(
+        "oracle",
+        help="the OCM oracle: measured grid state -> bands -> CapacityLimits, every minute",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = oracle.add_subparsers(dest="action", metavar="ACTION", required=True)
+    parser = actions.add_parser(
+        "run", help="run the oracle", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("net", metavar="NET", help="the feeder: pandapower JSON or native lec-network JSON")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".lec") / "community", help="keys and deployment"
+    )
+    parser.add_argument("--rpc-url", default="http://127.0.0.1:8545", help="JSON-RPC endpoint of the chain")
+    parser.add_argument(
+        "--horizon", type=positive_int, default=30, help="minutes each band covers (default 30)"
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=positive_int,
+        default=3,
+        help="minutes after which a reading is stale (default 3)",
+    )
+    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    add_solver_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from contracts.accounts import Keyring
+    from contracts.build import build_contracts
+    from contracts.client import ChainClient, ChainError
+    from contracts.community import Community
+    from contracts.deploy import Deployment
+    from node.cli.node import shutdown_requested
+    from ocm.grid.errors import NetworkError
+    from ocm.grid.network_io import read_network_tables
+    from ocm.oracle import OcmService, ServiceSettings
+
+    deployment = Deployment.load(args.data_dir)
+    if deployment is None:
+        raise CliError(
+            f"no community deployment recorded in {args.data_dir} (run lec up or lec contracts deploy)"
+        )
+    try:
+        tables = read_network_tables(args.net)
+    except NetworkError as error:
+        raise CliError(str(error)) from None
+    try:
+        client = ChainClient.connect(args.rpc_url, build_contracts().artifacts)
+    except ChainError as error:
+        raise CliError(str(error), exit_code=1) from None
+    settings = ServiceSettings(
+        objective=args.objective,
+        horizon_minutes=args.horizon,
+        stale_after_minutes=args.stale_after,
+        seed=args.seed,
+        samples=args.samples,
+    )
+    oracle = Keyring.load_or_create(args.data_dir)["ocm"]
+    service = OcmService(Community(client, deployment), oracle, tables, settings)
+    if args.once:
+        outcome = service.cycle()
+        print(f"minute {outcome.minute}: {outcome.reason}")
+        for band in outcome.bands:
+            print(f"  {band.flex_id:<10} [{band.p_min_kw:9.3f}, {band.p_max_kw:9.3f}] kW")
+        return 0 if outcome.published and outcome.result is not None and outcome.result.feasible else 1
+    stop = shutdown_requested()
+    print(f"OCM service for {deployment.config.name!r} on {args.net}; Ctrl-C stops it", flush=True)
+    service.run(stop)
+    return 0
