@@ -142,25 +142,9 @@ def _chain_options(parser: argparse.ArgumentParser) -> None:
 
 def _open_community(args: argparse.Namespace):
     """(community, keyring) of the data directory, on the node at --rpc-url."""
-    from contracts.accounts import Keyring
-    from contracts.build import CompileError, build_contracts
-    from contracts.client import ChainClient, ChainError
-    from contracts.community import Community
-    from contracts.deploy import Deployment
+    from node.cli.community import open_community
 
-    deployment = Deployment.load(args.data_dir)
-    if deployment is None:
-        raise CliError(f"no deployment.json in {args.data_dir}: deploy the community first (lec up)")
-    try:
-        artifacts = build_contracts().artifacts
-        client = ChainClient.connect(args.rpc_url, artifacts)
-    except (ChainError, CompileError) as error:
-        raise CliError(str(error), exit_code=1) from None
-    if client.chain_id != deployment.chain_id:
-        raise CliError(
-            f"{args.rpc_url} serves chain {client.chain_id}, not {deployment.chain_id} (deployment)"
-        )
-    return Community(client, deployment), Keyring.load_or_create(args.data_dir)
+    return open_community(args.data_dir, args.rpc_url)
 
 
 def _mqtt_settings(args: argparse.Namespace):

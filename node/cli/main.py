@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "node.cli.ocm",
     "node.cli.oracle",
     "node.cli.gateway",
+    "node.cli.market",
     "node.cli.network",
 ]
 
@@ -36,6 +37,9 @@ Start here:
   lec contracts build          compile the Solidity contracts (offline, cached)
   lec loadflow NET.json        HELM load flow of a pandapower network
   lec ocm NET.json             capacity bands [P_min, P_max] per flexibility (OCM)
+  lec oracle run NET.json      the OCM oracle: bands on chain every minute
+  lec gateway run              the MQTT meter gateway (readings -> chain)
+  lec market operate|curtail   the market operator, the curtailer
 
 Every subcommand has its own --help with examples.
 """

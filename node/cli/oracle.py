@@ -56,29 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from contracts.accounts import Keyring
-    from contracts.build import build_contracts
-    from contracts.client import ChainClient, ChainError
-    from contracts.community import Community
-    from contracts.deploy import Deployment
+    from node.cli.community import open_community
     from node.cli.node import shutdown_requested
     from ocm.grid.errors import NetworkError
     from ocm.grid.network_io import read_network_tables
     from ocm.oracle import OcmService, ServiceSettings
 
-    deployment = Deployment.load(args.data_dir)
-    if deployment is None:
-        raise CliError(
-            f"no community deployment recorded in {args.data_dir} (run lec up or lec contracts deploy)"
-        )
     try:
         tables = read_network_tables(args.net)
     except NetworkError as error:
         raise CliError(str(error)) from None
-    try:
-        client = ChainClient.connect(args.rpc_url, build_contracts().artifacts)
-    except ChainError as error:
-        raise CliError(str(error), exit_code=1) from None
+    community, keyring = open_community(args.data_dir, args.rpc_url)
     settings = ServiceSettings(
         objective=args.objective,
         horizon_minutes=args.horizon,
@@ -86,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         samples=args.samples,
     )
-    oracle = Keyring.load_or_create(args.data_dir)["ocm"]
-    service = OcmService(Community(client, deployment), oracle, tables, settings)
+    service = OcmService(community, keyring["ocm"], tables, settings)
     if args.once:
         outcome = service.cycle()
         print(f"minute {outcome.minute}: {outcome.reason}")
@@ -95,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {band.flex_id:<10} [{band.p_min_kw:9.3f}, {band.p_max_kw:9.3f}] kW")
         return 0 if outcome.published and outcome.result is not None and outcome.result.feasible else 1
     stop = shutdown_requested()
-    print(f"OCM service for {deployment.config.name!r} on {args.net}; Ctrl-C stops it", flush=True)
+    name = community.deployment.config.name
+    print(f"OCM oracle for {name!r} on {args.net}; Ctrl-C stops it", flush=True)
     service.run(stop)
     return 0
