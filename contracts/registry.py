@@ -91,8 +91,7 @@ class Registry(ContractBinding):
     def role_id(self, role: Role) -> bytes:
         """The bytes32 id of ``role``, read from the contract's public constant."""
         if role not in self._role_ids:
-            from eth_utils import keccak  # TEMPORARY until the contracts expose the constants
-            self._role_ids[role] = bytes(32) if role is Role.ADMIN else keccak(text=role.value)
+            self._role_ids[role] = bytes(self._view(role.value))
         return self._role_ids[role]
 
     def grant_role_call(self, role: Role, account: str) -> ContractFunction:
