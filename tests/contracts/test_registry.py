@@ -89,11 +89,11 @@ def test_meter_refusals(env):
         lambda: community.register_meter(admin, Meter("M09", 9, alice.address, zero)),
     )
     unknown = units.encode_id("NOPE")
-    expect_revert("UnknownMeter", lambda: community.meter("NOPE"), meterId=unknown)
+    expect_revert("UnknownMeter", lambda: community.meter("NOPE"), meter=unknown)
     expect_revert(
         "UnknownMeter",
         lambda: env.client.transact(community.registry.functions.deregisterMeter(unknown), admin),
-        meterId=unknown,
+        meter=unknown,
     )
     expect_revert(
         "UnknownMeter",
@@ -129,7 +129,7 @@ def test_flexibility_refusals_and_deactivation(env):
     expect_revert(
         "UnknownFlexibility",
         lambda: community.flexibility("NOPE"),
-        flexibilityId=units.encode_id("NOPE"),
+        flexibility=units.encode_id("NOPE"),
     )
     env.client.transact(community.registry.functions.deactivateFlexibility(units.encode_id("CS02")), admin)
     assert community.flexibility("CS02").active is False
