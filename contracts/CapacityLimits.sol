@@ -2,8 +2,9 @@
 pragma solidity ^0.8.24;
 
 import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
+import {CommunityTime} from "./CommunityTime.sol";
+import {ICommunityErrors} from "./ICommunityErrors.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
-import {Roles} from "./Roles.sol";
 
 /// @title Capacity limits: OCM bands and DSO limitations per flexibility and minute
 /// @notice Two layers per flexibility and minute:
@@ -54,7 +55,7 @@ contract CapacityLimits is CommunityRoleGuard {
     }
 
     /// @notice Longest minute range one band or limitation may cover (one week).
-    uint32 public constant MAX_RANGE_MINUTES = 7 * 24 * 60;
+    uint32 public constant MAX_RANGE_MINUTES = uint32(CommunityTime.MINUTES_PER_WEEK);
 
     /// @notice Market slot length in minutes, copied from the registry.
     uint32 public immutable slotMinutes;
@@ -65,10 +66,6 @@ contract CapacityLimits is CommunityRoleGuard {
     mapping(bytes32 flexibility => mapping(uint256 quad => uint256 lanes)) private _dsoLimits;
     Limitation[] private _limitations;
 
-    /// @notice The call carries no band.
-    error EmptyBatch();
-    /// @notice Item `index` names a flexibility that is not registered or not active.
-    error UnknownFlexibility(uint256 index, bytes32 flexibility);
     /// @notice Item `index` covers no minute or more than `MAX_RANGE_MINUTES`.
     error InvalidMinuteRange(uint256 index, bytes32 flexibility, uint32 startMinute, uint32 endMinute);
     /// @notice Item `index` starts before the current minute.
@@ -120,11 +117,11 @@ contract CapacityLimits is CommunityRoleGuard {
     /// @dev Requirements: caller has the OCM oracle role; at least one band; each names an
     /// active flexibility, covers 1..MAX_RANGE_MINUTES minutes starting no earlier than the
     /// current minute, has `pMinW ≤ pMaxW` and lies inside the hardware bounds.
-    function publishBands(BandRange[] calldata bands) external onlyCommunityRole(Roles.OCM_ORACLE) {
-        if (bands.length == 0) revert EmptyBatch();
+    function publishBands(BandRange[] calldata bands) external onlyCommunityRole(OCM_ORACLE_ROLE) {
+        if (bands.length == 0) revert ICommunityErrors.EmptyBatch();
         for (uint256 i = 0; i < bands.length; ++i) {
             BandRange calldata band = bands[i];
-            ICommunityRegistry.Flexibility memory flex = _activeFlexibility(i, band.flexibility);
+            ICommunityRegistry.Flexibility memory flex = _activeFlexibility(band.flexibility);
             _checkMinuteRange(i, band.flexibility, band.startMinute, band.endMinute);
             if (band.pMinW > band.pMaxW) revert InvertedBand(i, band.flexibility, band.pMinW, band.pMaxW);
             if (band.pMinW < flex.pLowW || band.pMaxW > flex.pHighW) {
@@ -153,8 +150,8 @@ contract CapacityLimits is CommunityRoleGuard {
         int64 pMaxW,
         LimitationKind kind,
         string calldata reason
-    ) external onlyCommunityRole(Roles.DSO) returns (uint256 limitationId) {
-        ICommunityRegistry.Flexibility memory flex = _activeFlexibility(0, flexibilityId);
+    ) external onlyCommunityRole(DSO_ROLE) returns (uint256 limitationId) {
+        ICommunityRegistry.Flexibility memory flex = _activeFlexibility(flexibilityId);
         _checkMinuteRange(0, flexibilityId, startMinute, endMinute);
         int64 low = _max(pMinW, flex.pLowW);
         int64 high = _min(pMaxW, flex.pHighW);
@@ -182,8 +179,8 @@ contract CapacityLimits is CommunityRoleGuard {
         int64 pMaxW,
         LimitationKind kind,
         string calldata reason
-    ) external onlyCommunityRole(Roles.DSO) returns (uint256 limitationId) {
-        if (flexibilityIds.length == 0) revert EmptyBatch();
+    ) external onlyCommunityRole(DSO_ROLE) returns (uint256 limitationId) {
+        if (flexibilityIds.length == 0) revert ICommunityErrors.EmptyBatch();
         _checkMinuteRange(0, feederId, startMinute, endMinute);
         if (pMinW > pMaxW) revert InvertedBand(0, feederId, pMinW, pMaxW);
 
@@ -196,7 +193,7 @@ contract CapacityLimits is CommunityRoleGuard {
             if (i > 0 && flexibilityIds[i] <= flexibilityIds[i - 1]) {
                 revert UnsortedOrDuplicateFlexibility(i, flexibilityIds[i]);
             }
-            ICommunityRegistry.Flexibility memory flex = _activeFlexibility(i, flexibilityIds[i]);
+            ICommunityRegistry.Flexibility memory flex = _activeFlexibility(flexibilityIds[i]);
             lows[i] = flex.pLowW;
             highs[i] = flex.pHighW;
             sumLow += flex.pLowW;
@@ -257,7 +254,7 @@ contract CapacityLimits is CommunityRoleGuard {
         pMinW = type(int64).min;
         pMaxW = type(int64).max;
         published = true;
-        uint256 first = uint256(slot) * slotMinutes;
+        uint256 first = CommunityTime.slotStartMinute(slot, slotMinutes);
         for (uint256 minute = first; minute < first + slotMinutes; ++minute) {
             (int64 low, int64 high, BandSource source) = _bandInForce(flex, flexibilityId, minute);
             pMinW = _max(pMinW, low);
@@ -268,7 +265,9 @@ contract CapacityLimits is CommunityRoleGuard {
 
     // -------------------------------------------------------------- internals
 
-    function _activeFlexibility(uint256 index, bytes32 flexibilityId)
+    /// @dev The registry's flexibility `flexibilityId`; reverts with `UnknownFlexibility` unless
+    /// it is registered and active.
+    function _activeFlexibility(bytes32 flexibilityId)
         private
         view
         returns (ICommunityRegistry.Flexibility memory flex)
@@ -276,16 +275,17 @@ contract CapacityLimits is CommunityRoleGuard {
         try registry.flexibility(flexibilityId) returns (ICommunityRegistry.Flexibility memory found) {
             flex = found;
         } catch {
-            revert UnknownFlexibility(index, flexibilityId);
+            revert ICommunityRegistry.UnknownFlexibility(flexibilityId);
         }
-        if (!flex.active) revert UnknownFlexibility(index, flexibilityId);
+        if (!flex.active) revert ICommunityRegistry.UnknownFlexibility(flexibilityId);
     }
 
+    /// @dev Item `index` (id `id`) must cover 1..MAX_RANGE_MINUTES minutes from the current one on.
     function _checkMinuteRange(uint256 index, bytes32 id, uint32 startMinute, uint32 endMinute) private view {
         if (endMinute <= startMinute || endMinute - startMinute > MAX_RANGE_MINUTES) {
             revert InvalidMinuteRange(index, id, startMinute, endMinute);
         }
-        uint256 currentMinute = block.timestamp / 60;
+        uint256 currentMinute = CommunityTime.currentMinute();
         if (startMinute < currentMinute) revert MinuteInThePast(index, id, startMinute, currentMinute);
     }
 

@@ -2,14 +2,14 @@
 pragma solidity ^0.8.24;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {CommunityRoles} from "./CommunityRoles.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
-import {Roles} from "./Roles.sol";
 
 /// @title Community registry: roles, members, meters and flexibilities
 /// @notice The one place where a local energy community records who takes part and
 /// which devices exist on which grid bus. It is also the role authority of every other
 /// community contract (see `CommunityRoleGuard`).
-contract CommunityRegistry is AccessControl, ICommunityRegistry {
+contract CommunityRegistry is AccessControl, CommunityRoles, ICommunityRegistry {
     /// @notice A smart meter at a customer connection.
     struct Meter {
         address member;
@@ -45,12 +45,8 @@ contract CommunityRegistry is AccessControl, ICommunityRegistry {
     error NotAMember(address account);
     /// @notice A meter with this id exists already.
     error MeterAlreadyRegistered(bytes32 meterId);
-    /// @notice No meter with this id is registered.
-    error UnknownMeter(bytes32 meterId);
     /// @notice A flexibility with this id exists already.
     error FlexibilityAlreadyRegistered(bytes32 flexibilityId);
-    /// @notice No flexibility with this id is registered.
-    error UnknownFlexibility(bytes32 flexibilityId);
     /// @notice Hardware bounds must satisfy `-MAX ≤ pLowW ≤ pHighW ≤ MAX`.
     error InvalidHardwareBounds(bytes32 flexibilityId, int64 pLowW, int64 pHighW);
 
@@ -79,27 +75,27 @@ contract CommunityRegistry is AccessControl, ICommunityRegistry {
         if (slotMinutes_ == 0 || slotMinutes_ > MAX_SLOT_MINUTES) revert InvalidSlotLength(slotMinutes_);
         communityName = name;
         slotMinutes = slotMinutes_;
-        _grantRole(Roles.ADMIN, admin);
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
     // ----------------------------------------------------------------- members
 
     /// @notice Admit `account` as a member under a human `name`; grants the member role.
     /// @dev Requirements: caller has the admin role; `account` is not zero and not a member.
-    function addMember(address account, bytes32 name) external onlyRole(Roles.ADMIN) {
+    function addMember(address account, bytes32 name) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (account == address(0)) revert ZeroIdentifier();
-        if (hasRole(Roles.MEMBER, account)) revert AlreadyMember(account);
+        if (hasRole(MEMBER_ROLE, account)) revert AlreadyMember(account);
         memberName[account] = name;
         _members.push(account);
-        _grantRole(Roles.MEMBER, account);
+        _grantRole(MEMBER_ROLE, account);
         emit MemberAdded(account, name);
     }
 
     /// @notice Remove `account` from the community; revokes the member role.
     /// @dev Requirements: caller has the admin role; `account` is a member.
-    function removeMember(address account) external onlyRole(Roles.ADMIN) {
-        if (!hasRole(Roles.MEMBER, account)) revert NotAMember(account);
-        _revokeRole(Roles.MEMBER, account);
+    function removeMember(address account) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (!hasRole(MEMBER_ROLE, account)) revert NotAMember(account);
+        _revokeRole(MEMBER_ROLE, account);
         emit MemberRemoved(account);
     }
 
@@ -115,10 +111,10 @@ contract CommunityRegistry is AccessControl, ICommunityRegistry {
     /// member; the id is new.
     function registerMeter(bytes32 meterId, uint32 bus, address member, address signer)
         external
-        onlyRole(Roles.ADMIN)
+        onlyRole(DEFAULT_ADMIN_ROLE)
     {
         if (meterId == bytes32(0) || signer == address(0)) revert ZeroIdentifier();
-        if (!hasRole(Roles.MEMBER, member)) revert NotAMember(member);
+        if (!hasRole(MEMBER_ROLE, member)) revert NotAMember(member);
         if (_meters[meterId].member != address(0)) revert MeterAlreadyRegistered(meterId);
         _meters[meterId] = Meter({member: member, bus: bus, active: true, signer: signer});
         _meterIds.push(meterId);
@@ -127,7 +123,7 @@ contract CommunityRegistry is AccessControl, ICommunityRegistry {
 
     /// @notice Replace the signing key of meter `meterId` (key rotation).
     /// @dev Requirements: caller has the admin role; the meter exists; signer not zero.
-    function setMeterSigner(bytes32 meterId, address signer) external onlyRole(Roles.ADMIN) {
+    function setMeterSigner(bytes32 meterId, address signer) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (signer == address(0)) revert ZeroIdentifier();
         _requireMeter(meterId).signer = signer;
         emit MeterSignerChanged(meterId, signer);
@@ -135,7 +131,7 @@ contract CommunityRegistry is AccessControl, ICommunityRegistry {
 
     /// @notice Stop accepting readings of meter `meterId`; its history stays.
     /// @dev Requirements: caller has the admin role; the meter exists.
-    function deregisterMeter(bytes32 meterId) external onlyRole(Roles.ADMIN) {
+    function deregisterMeter(bytes32 meterId) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _requireMeter(meterId).active = false;
         emit MeterDeregistered(meterId);
     }
@@ -175,9 +171,9 @@ contract CommunityRegistry is AccessControl, ICommunityRegistry {
         int64 pHighW,
         uint8 priorityGroup,
         bytes32 meterId
-    ) external onlyRole(Roles.ADMIN) {
+    ) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (flexibilityId == bytes32(0)) revert ZeroIdentifier();
-        if (!hasRole(Roles.MEMBER, owner)) revert NotAMember(owner);
+        if (!hasRole(MEMBER_ROLE, owner)) revert NotAMember(owner);
         if (_flexibilities[flexibilityId].owner != address(0)) {
             revert FlexibilityAlreadyRegistered(flexibilityId);
         }
@@ -201,7 +197,7 @@ contract CommunityRegistry is AccessControl, ICommunityRegistry {
 
     /// @notice Take flexibility `flexibilityId` out of operation; its history stays.
     /// @dev Requirements: caller has the admin role; the flexibility exists.
-    function deactivateFlexibility(bytes32 flexibilityId) external onlyRole(Roles.ADMIN) {
+    function deactivateFlexibility(bytes32 flexibilityId) external onlyRole(DEFAULT_ADMIN_ROLE) {
         Flexibility storage found = _flexibilities[flexibilityId];
         if (found.owner == address(0)) revert UnknownFlexibility(flexibilityId);
         found.active = false;

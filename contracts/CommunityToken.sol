@@ -5,7 +5,6 @@ import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol"
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
-import {Roles} from "./Roles.sol";
 
 /// @title Community token: the ERC-20 in which the community settles
 /// @notice Transfers and approvals are standard ERC-20 (any holder). Only the market
@@ -20,8 +19,11 @@ contract CommunityToken is ERC20, CommunityRoleGuard {
     /// @dev Requirements: caller has the market-operator or the admin role (the error
     /// names the market-operator role); `to` is not zero.
     function mint(address to, uint256 amount) external {
-        if (!registry.hasRole(Roles.MARKET_OPERATOR, msg.sender) && !registry.hasRole(Roles.ADMIN, msg.sender)) {
-            revert IAccessControl.AccessControlUnauthorizedAccount(msg.sender, Roles.MARKET_OPERATOR);
+        if (
+            !registry.hasRole(MARKET_OPERATOR_ROLE, msg.sender)
+                && !registry.hasRole(DEFAULT_ADMIN_ROLE, msg.sender)
+        ) {
+            revert IAccessControl.AccessControlUnauthorizedAccount(msg.sender, MARKET_OPERATOR_ROLE);
         }
         _mint(to, amount);
     }

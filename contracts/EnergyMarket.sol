@@ -4,10 +4,12 @@ pragma solidity ^0.8.24;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
+import {CommunityTime} from "./CommunityTime.sol";
+import {ICommunityErrors} from "./ICommunityErrors.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
 import {IEnergyMarket} from "./IEnergyMarket.sol";
-import {IMarketLimits, IMarketRegistry} from "./IMarketSources.sol";
-import {Roles} from "./Roles.sol";
+import {IMarketLimits} from "./IMarketLimits.sol";
+import {IMarketRegistry} from "./IMarketRegistry.sol";
 
 /// @title P2P energy market: orders per delivery slot, matching, escrow, band enforcement
 /// @notice Members buy and sell energy for a delivery slot, each order tied to one of their
@@ -39,7 +41,7 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     /// @notice Largest order quantity (1 GWh).
     uint256 public constant MAX_QUANTITY_WH = 1_000_000_000;
     /// @notice Longest gate-closure lead time (one day).
-    uint32 public constant MAX_GATE_CLOSURE_MINUTES = 24 * 60;
+    uint32 public constant MAX_GATE_CLOSURE_MINUTES = uint32(CommunityTime.MINUTES_PER_DAY);
 
     uint256 private constant WH_PER_KWH = 1000;
 
@@ -89,7 +91,9 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         ClearingMode mode,
         uint32 gateClosureMinutes_
     ) CommunityRoleGuard(registry_) {
-        if (address(limits_) == address(0) || address(token_) == address(0)) revert ZeroAddress();
+        if (address(limits_) == address(0) || address(token_) == address(0)) {
+            revert ICommunityErrors.ZeroAddress();
+        }
         slotMinutes = registry_.slotMinutes();
         limits = limits_;
         token = token_;
@@ -101,21 +105,21 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     /// @notice Choose how the market clears.
     /// @dev Requirements: caller has the market-operator role; no order was placed yet.
-    function setClearingMode(ClearingMode mode) external onlyCommunityRole(Roles.MARKET_OPERATOR) {
+    function setClearingMode(ClearingMode mode) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
         if (orderCount != 0) revert MarketInUse(orderCount);
         _setClearingMode(mode);
     }
 
     /// @notice Close the gate of every slot `leadMinutes` before it starts (applies to open slots too).
     /// @dev Requirements: caller has the market-operator role; `leadMinutes ≤ MAX_GATE_CLOSURE_MINUTES`.
-    function setGateClosure(uint32 leadMinutes) external onlyCommunityRole(Roles.MARKET_OPERATOR) {
+    function setGateClosure(uint32 leadMinutes) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
         _setGateClosure(leadMinutes);
     }
 
     /// @notice Name the settlement contract that may take positions (once).
     /// @dev Requirements: caller has the admin role; `settlement_` not zero; none bound yet.
-    function bindSettlement(address settlement_) external onlyCommunityRole(Roles.ADMIN) {
-        if (settlement_ == address(0)) revert ZeroAddress();
+    function bindSettlement(address settlement_) external onlyCommunityRole(DEFAULT_ADMIN_ROLE) {
+        if (settlement_ == address(0)) revert ICommunityErrors.ZeroAddress();
         if (settlement != address(0)) revert SettlementAlreadyBound(settlement);
         settlement = settlement_;
         emit SettlementBound(settlement_);
@@ -135,7 +139,7 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     /// book side is not full if it rests; a fill-or-kill order fills entirely.
     function placeOrder(OrderRequest calldata request, uint32 hint)
         external
-        onlyCommunityRole(Roles.MEMBER)
+        onlyCommunityRole(MEMBER_ROLE)
         returns (uint32 orderId)
     {
         _checkRequest(request);
@@ -305,7 +309,7 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         returns (uint64 boughtWh, uint64 soldWh, uint256 proceeds)
     {
         if (msg.sender != settlement) revert NotSettlement(msg.sender, settlement);
-        uint256 end = _slotStart(slot) + uint256(slotMinutes) * 60;
+        uint256 end = CommunityTime.slotEndTime(slot, slotMinutes);
         if (block.timestamp < end) revert SlotNotDelivered(slot, end, block.timestamp);
         SlotBook storage slotBook = _books[slot];
         if (clearingMode == ClearingMode.CallAuction && !slotBook.auctionCleared) {
@@ -366,8 +370,8 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     /// @notice When orders for `slot` stop being accepted (Unix seconds).
     function gateClosureTime(uint32 slot) public view returns (uint256) {
-        uint256 start = _slotStart(slot);
-        uint256 lead = uint256(gateClosureMinutes) * 60;
+        uint256 start = CommunityTime.slotStartTime(slot, slotMinutes);
+        uint256 lead = CommunityTime.secondsOf(gateClosureMinutes);
         return start > lead ? start - lead : 0;
     }
 
@@ -459,13 +463,17 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         if (side == Side.Buy) {
             int256 reach = matched + int256(uint256(planned.restingBuyWh) + quantityWh);
             if (reach > _maxEnergyWh(pMaxW)) {
-                revert BandExceeded(flexibility, slot, _ceilDiv(reach * 60, int256(uint256(slotMinutes))), pMaxW);
+                int256 requestedW =
+                    _ceilDiv(reach * int256(CommunityTime.MINUTES_PER_HOUR), int256(uint256(slotMinutes)));
+                revert BandExceeded(flexibility, slot, requestedW, pMaxW);
             }
             planned.restingBuyWh += uint64(quantityWh);
         } else {
             int256 reach = matched - int256(uint256(planned.restingSellWh) + quantityWh);
             if (reach < _minEnergyWh(pMinW)) {
-                revert BandExceeded(flexibility, slot, _floorDiv(reach * 60, int256(uint256(slotMinutes))), pMinW);
+                int256 requestedW =
+                    _floorDiv(reach * int256(CommunityTime.MINUTES_PER_HOUR), int256(uint256(slotMinutes)));
+                revert BandExceeded(flexibility, slot, requestedW, pMinW);
             }
             planned.restingSellWh += uint64(quantityWh);
         }
@@ -801,22 +809,18 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         if (block.timestamp < gate) revert GateNotClosed(slot, gate, block.timestamp);
     }
 
-    function _slotStart(uint32 slot) private view returns (uint256) {
-        return uint256(slot) * slotMinutes * 60;
-    }
-
     function _net(Schedule storage planned) private view returns (int256) {
         return int256(uint256(planned.matchedBuyWh)) - int256(uint256(planned.matchedSellWh));
     }
 
     /// @dev Largest slot energy (Wh) whose average power is ≤ `pMaxW`: floor(P · T / 60).
     function _maxEnergyWh(int64 pMaxW) private view returns (int256) {
-        return _floorDiv(int256(pMaxW) * int256(uint256(slotMinutes)), 60);
+        return _floorDiv(int256(pMaxW) * int256(uint256(slotMinutes)), int256(CommunityTime.MINUTES_PER_HOUR));
     }
 
     /// @dev Smallest slot energy (Wh) whose average power is ≥ `pMinW`: ceil(P · T / 60).
     function _minEnergyWh(int64 pMinW) private view returns (int256) {
-        return _ceilDiv(int256(pMinW) * int256(uint256(slotMinutes)), 60);
+        return _ceilDiv(int256(pMinW) * int256(uint256(slotMinutes)), int256(CommunityTime.MINUTES_PER_HOUR));
     }
 
     function _strictlyBetter(Side side, uint96 price, uint96 than) private pure returns (bool) {

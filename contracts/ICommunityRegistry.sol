@@ -24,6 +24,13 @@ interface ICommunityRegistry {
         bytes32 meter;
     }
 
+    /// @notice No meter `meter` is registered (or, where an active one is needed, it was
+    /// deregistered). In a batch the id names the item.
+    error UnknownMeter(bytes32 meter);
+    /// @notice No flexibility `flexibility` is registered (or, where an active one is
+    /// needed, it was deactivated). In a batch the id names the item.
+    error UnknownFlexibility(bytes32 flexibility);
+
     /// @notice True when `account` holds `role`.
     function hasRole(bytes32 role, address account) external view returns (bool);
 

@@ -199,7 +199,6 @@ interface IEnergyMarket {
     error SettlementAlreadyBound(address settlement);
     /// @notice Only the bound settlement contract may take positions.
     error NotSettlement(address account, address settlement);
-    error ZeroAddress();
     error PositionAlreadyReleased(address member, uint32 slot);
 
     /// @notice Hand `member`'s position in `slot` to the settlement: its proceeds (buyers'

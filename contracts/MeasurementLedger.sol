@@ -2,15 +2,17 @@
 pragma solidity ^0.8.24;
 
 import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
+import {CommunityTime} from "./CommunityTime.sol";
+import {ICommunityErrors} from "./ICommunityErrors.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
-import {Roles} from "./Roles.sol";
 
 /// @title Measurement ledger: per-minute meter readings of the community
 /// @notice The gateway records batches of readings (P, Q, V, angle per meter and minute).
 /// Every reading is emitted as an event so every node can follow the grid state; the
 /// active and reactive energy per (meter, market slot) accumulates in storage for
 /// settlement. A batch is atomic: one bad reading rejects the whole batch, with an
-/// error that names the reading by its position in the batch.
+/// error that names the reading by its position in the batch (`UnknownMeter` names the
+/// meter instead: every reading of that meter in the batch is refused).
 contract MeasurementLedger is CommunityRoleGuard {
     /// @notice One meter reading. `minute` is the Unix minute (Unix seconds / 60).
     struct Reading {
@@ -43,10 +45,6 @@ contract MeasurementLedger is CommunityRoleGuard {
 
     mapping(bytes32 meter => mapping(uint32 slot => SlotEnergy)) private _slotEnergy;
 
-    /// @notice The batch holds no reading.
-    error EmptyBatch();
-    /// @notice Reading `index` names a meter that is not registered or not active.
-    error UnknownMeter(uint256 index, bytes32 meter);
     /// @notice Reading `index` repeats a (meter, minute) already recorded or earlier in the batch.
     error DuplicateReading(uint256 index, bytes32 meter, uint32 minute);
     /// @notice Reading `index` has a value outside its physical range; `field` names it.
@@ -73,9 +71,9 @@ contract MeasurementLedger is CommunityRoleGuard {
     /// reading names an active meter, a minute not after the current one, a (meter, minute)
     /// not recorded before, |P|, |Q| ≤ MAX_ABS_POWER, V ≤ MAX_VOLTAGE_MICRO_PU and
     /// |angle| ≤ MAX_ABS_ANGLE_MICRO_DEG.
-    function recordReadings(Reading[] calldata readings) external onlyCommunityRole(Roles.GATEWAY) {
-        if (readings.length == 0) revert EmptyBatch();
-        uint256 currentMinute = block.timestamp / 60;
+    function recordReadings(Reading[] calldata readings) external onlyCommunityRole(GATEWAY_ROLE) {
+        if (readings.length == 0) revert ICommunityErrors.EmptyBatch();
+        uint256 currentMinute = CommunityTime.currentMinute();
         for (uint256 i = 0; i < readings.length; ++i) {
             _record(i, readings[i], currentMinute);
         }
@@ -83,8 +81,8 @@ contract MeasurementLedger is CommunityRoleGuard {
 
     /// @notice True when a reading of `meter` for `minute` is recorded.
     function hasReading(bytes32 meter, uint32 minute) public view returns (bool) {
-        uint64 bit = uint64(1) << (minute % slotMinutes);
-        return _slotEnergy[meter][minute / slotMinutes].minutesSeen & bit != 0;
+        (uint32 slot, uint64 bit) = _slotAndBit(minute);
+        return _slotEnergy[meter][slot].minutesSeen & bit != 0;
     }
 
     /// @notice `hasReading` for many (meter, minute) pairs at once (for the gateway).
@@ -112,16 +110,17 @@ contract MeasurementLedger is CommunityRoleGuard {
         return (energy.readings, energy.activeWattMinutes, energy.reactiveVarMinutes);
     }
 
+    /// @dev Check reading `index` of the batch and add it to its meter's slot.
     function _record(uint256 index, Reading calldata reading, uint256 currentMinute) private {
         bytes32 meter = reading.meter;
-        if (!registry.isActiveMeter(meter)) revert UnknownMeter(index, meter);
+        if (!registry.isActiveMeter(meter)) revert ICommunityRegistry.UnknownMeter(meter);
         if (reading.minute > currentMinute) {
             revert ReadingFromFuture(index, meter, reading.minute, currentMinute);
         }
         _checkRange(index, reading);
 
-        SlotEnergy storage energy = _slotEnergy[meter][reading.minute / slotMinutes];
-        uint64 bit = uint64(1) << (reading.minute % slotMinutes);
+        (uint32 slot, uint64 bit) = _slotAndBit(reading.minute);
+        SlotEnergy storage energy = _slotEnergy[meter][slot];
         if (energy.minutesSeen & bit != 0) revert DuplicateReading(index, meter, reading.minute);
         energy.minutesSeen |= bit;
         energy.readings += 1;
@@ -136,6 +135,12 @@ contract MeasurementLedger is CommunityRoleGuard {
             reading.voltageMicroPu,
             reading.angleMicroDeg
         );
+    }
+
+    /// @dev The slot of `minute` and its bit in `SlotEnergy.minutesSeen`.
+    function _slotAndBit(uint32 minute) private view returns (uint32 slot, uint64 bit) {
+        slot = uint32(CommunityTime.slotOf(minute, slotMinutes));
+        bit = uint64(1) << CommunityTime.minuteInSlot(minute, slotMinutes);
     }
 
     function _checkRange(uint256 index, Reading calldata reading) private pure {

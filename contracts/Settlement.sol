@@ -4,10 +4,13 @@ pragma solidity ^0.8.24;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
+import {CommunityTime} from "./CommunityTime.sol";
+import {ICommunityErrors} from "./ICommunityErrors.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
 import {IEnergyMarket} from "./IEnergyMarket.sol";
-import {IMarketLedger, IMarketLimits, IMarketRegistry} from "./IMarketSources.sol";
-import {Roles} from "./Roles.sol";
+import {IMarketLedger} from "./IMarketLedger.sol";
+import {IMarketLimits} from "./IMarketLimits.sol";
+import {IMarketRegistry} from "./IMarketRegistry.sol";
 
 /// @title Settlement of delivered slots: traded schedule against the meters
 /// @notice Once a slot is final (its end plus a finality delay, so late readings arrive),
@@ -51,8 +54,8 @@ contract Settlement is CommunityRoleGuard {
     }
 
     /// @notice Longest finality delay (one week).
-    uint32 public constant MAX_FINALITY_DELAY_MINUTES = 7 * 24 * 60;
-    uint256 private constant WATT_MINUTES_PER_KWH = 60_000;
+    uint32 public constant MAX_FINALITY_DELAY_MINUTES = uint32(CommunityTime.MINUTES_PER_WEEK);
+    uint256 private constant WATT_MINUTES_PER_KWH = 1000 * CommunityTime.MINUTES_PER_HOUR;
 
     uint32 public immutable slotMinutes;
     IMarketLedger public immutable ledger;
@@ -117,7 +120,6 @@ contract Settlement is CommunityRoleGuard {
         int64 pMaxW
     );
 
-    error ZeroAddress();
     /// @notice `slot` is final at `finalTime` (Unix s); it is `blockTime`.
     error SlotNotFinal(uint32 slot, uint256 finalTime, uint256 blockTime);
     error TreasuryNotSet();
@@ -145,7 +147,7 @@ contract Settlement is CommunityRoleGuard {
         if (
             address(ledger_) == address(0) || address(limits_) == address(0) || address(token_) == address(0)
                 || address(market_) == address(0)
-        ) revert ZeroAddress();
+        ) revert ICommunityErrors.ZeroAddress();
         slotMinutes = registry_.slotMinutes();
         (ledger, limits, token, market) = (ledger_, limits_, token_, market_);
         _setFinalityDelay(finalityDelayMinutes_);
@@ -155,8 +157,8 @@ contract Settlement is CommunityRoleGuard {
 
     /// @notice Set the community treasury account.
     /// @dev Requirements: caller has the market-operator role; `treasury_` not zero.
-    function setTreasury(address treasury_) external onlyCommunityRole(Roles.MARKET_OPERATOR) {
-        if (treasury_ == address(0)) revert ZeroAddress();
+    function setTreasury(address treasury_) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
+        if (treasury_ == address(0)) revert ICommunityErrors.ZeroAddress();
         treasury = treasury_;
         emit TreasurySet(treasury_);
     }
@@ -167,9 +169,9 @@ contract Settlement is CommunityRoleGuard {
     /// current slot; `exportPrice ≤ importPrice`.
     function setGridPrices(uint32 fromSlot, uint112 importPrice, uint112 exportPrice)
         external
-        onlyCommunityRole(Roles.MARKET_OPERATOR)
+        onlyCommunityRole(MARKET_OPERATOR_ROLE)
     {
-        uint256 current = block.timestamp / 60 / slotMinutes;
+        uint256 current = CommunityTime.slotOf(CommunityTime.currentMinute(), slotMinutes);
         if (fromSlot <= current) revert PriceSlotNotInFuture(fromSlot, current);
         if (exportPrice > importPrice) revert ExportAboveImport(importPrice, exportPrice);
         while (_prices.length > 0 && _prices[_prices.length - 1].fromSlot >= fromSlot) _prices.pop();
@@ -179,7 +181,7 @@ contract Settlement is CommunityRoleGuard {
 
     /// @notice A slot is final `delayMinutes` after it ends.
     /// @dev Requirements: caller has the market-operator role; `delayMinutes ≤ MAX_FINALITY_DELAY_MINUTES`.
-    function setFinalityDelay(uint32 delayMinutes) external onlyCommunityRole(Roles.MARKET_OPERATOR) {
+    function setFinalityDelay(uint32 delayMinutes) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
         _setFinalityDelay(delayMinutes);
     }
 
@@ -221,7 +223,7 @@ contract Settlement is CommunityRoleGuard {
 
     /// @notice When `slot` becomes final (Unix seconds).
     function finalTime(uint32 slot) public view returns (uint256) {
-        return (uint256(slot) + 1) * slotMinutes * 60 + uint256(finalityDelayMinutes) * 60;
+        return CommunityTime.slotEndTime(slot, slotMinutes) + CommunityTime.secondsOf(finalityDelayMinutes);
     }
 
     /// @notice The grid prices in force for `slot`; reverts with `NoGridPrices` if none.
@@ -286,7 +288,7 @@ contract Settlement is CommunityRoleGuard {
         (uint64 boughtWh, uint64 soldWh, uint256 proceeds) = market.release(member, slot);
         int256 metered = _meteredWattMinutes(member, slot);
         int256 traded = int256(uint256(boughtWh)) - int256(uint256(soldWh));
-        int256 imbalance = metered - traded * 60;
+        int256 imbalance = metered - traded * int256(CommunityTime.MINUTES_PER_HOUR);
         int256 amount = imbalance > 0
             ? int256(_ceilDiv(uint256(imbalance) * prices.importPrice, WATT_MINUTES_PER_KWH))
             : -int256(uint256(-imbalance) * prices.exportPrice / WATT_MINUTES_PER_KWH);

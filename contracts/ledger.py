@@ -12,7 +12,7 @@ from web3.types import TxReceipt
 
 from contracts import clock, units
 from contracts.binding import ContractBinding
-from contracts.client import Signer
+from contracts.client import ContractRevert, Signer
 from contracts.events import ChainEvent, EventFollower
 
 
@@ -71,6 +71,18 @@ class RecordedReading:
 
 
 @dataclass(frozen=True)
+class BatchRefusal:
+    """Why the ledger refused a batch, by position in the batch: readings it already holds
+    (deliver them, send the rest again) and readings it will never take (an unknown or
+    deregistered meter, a value out of range). Both empty: a refusal of the whole batch
+    that may pass later (a reading from the future, an outage)."""
+
+    error: str
+    already_recorded: list[int]
+    never_accepted: list[int]
+
+
+@dataclass(frozen=True)
 class SlotEnergy:
     readings: int
     active_kwh: float
@@ -102,6 +114,20 @@ class Ledger(ContractBinding):
                 [reading.chain[1] for reading in readings],
             )
         )
+
+    @staticmethod
+    def explain_refusal(revert: ContractRevert, batch: Sequence[Reading]) -> BatchRefusal:
+        """Which readings of ``batch`` the ``recordReadings`` revert ``revert`` is about."""
+        args, index = revert.args_by_name, revert.args_by_name.get("index")
+        at_index = [index] if isinstance(index, int) and 0 <= index < len(batch) else []
+        if revert.error == "DuplicateReading":
+            return BatchRefusal(revert.error, at_index, [])
+        if revert.error == "ReadingOutOfRange":
+            return BatchRefusal(revert.error, [], at_index)
+        if revert.error == "UnknownMeter":  # the meter names every reading it refuses
+            meter = bytes(args.get("meter", b""))
+            return BatchRefusal(revert.error, [], [i for i, r in enumerate(batch) if r.chain[0] == meter])
+        return BatchRefusal(revert.error, [], [])
 
     def slot_energy(self, meter_id: str, slot: int) -> SlotEnergy:
         count, active, reactive = self._view("slotEnergy", units.encode_id(meter_id), slot)

@@ -4,9 +4,10 @@ Every ``flush_interval_s`` the submitter sends the queued readings whose minute 
 started on chain, in batches of at most ``max_batch``, several transactions in flight
 (pipelined nonces, fixed gas: nothing is estimated). A reading leaves the queue only when
 a receipt shows it recorded. Idempotency per (meter, minute): a reading that was sent
-before (a retry, or a restart after a crash) is first looked up with ``hasReadings``,
-and a ``DuplicateReading`` revert marks that reading delivered and resends the rest.
-``UnknownMeter`` and ``ReadingOutOfRange`` are permanent: that reading goes to the
+before (a retry, or a restart after a crash) is first looked up on chain
+(``Ledger.recorded``), and a refused batch is explained by ``Ledger.explain_refusal``: a
+reading the ledger already holds is marked delivered and the rest sent again; a reading it
+will never take (unknown or deregistered meter, value out of range) goes to the
 dead-letter table. Anything else (node down, lost transaction, missing role) leaves the
 readings queued and is retried with backoff.
 """
@@ -25,12 +26,11 @@ from web3.exceptions import TransactionNotFound
 from contracts import clock
 from contracts.client import ChainError, ContractRevert, Signer
 from contracts.community import Community
+from contracts.ledger import Ledger
 from gateway.queue import QueuedReading, ReadingQueue
 from gateway.ratelimit import ThrottledLog
 
 log = logging.getLogger(__name__)
-
-PERMANENT_ERRORS = ("UnknownMeter", "ReadingOutOfRange")
 
 
 @dataclass(frozen=True)
@@ -184,19 +184,21 @@ class Submitter:
         return found
 
     def _handle_revert(self, entry: InFlight, revert: ContractRevert) -> None:
-        index = revert.args_by_name.get("index")
-        culprit = entry.items[index] if isinstance(index, int) and index < len(entry.items) else None
-        if culprit is not None and revert.error == "DuplicateReading":
-            self.queue.deliver([culprit.id], None, None)
-            self.delivered += 1
-        elif culprit is not None and revert.error in PERMANENT_ERRORS:
-            detail = f"the ledger refused it: {revert.error}"
-            self.queue.dead_letter([culprit.id], "chain_refused", detail)
-            meter_id = culprit.reading.meter_id
-            self._errors.log(revert.error, "reading of %s dead-lettered: %s", meter_id, detail)
-            self._on_dead_letter([culprit], detail)
-        else:
-            self._errors.log(revert.error, "batch refused, readings stay queued: %s", revert)
+        refusal = Ledger.explain_refusal(revert, [item.reading for item in entry.items])
+        if refusal.already_recorded:
+            self.queue.deliver([entry.items[i].id for i in refusal.already_recorded], None, None)
+            self.delivered += len(refusal.already_recorded)
+        if refusal.never_accepted:
+            culprits = [entry.items[i] for i in refusal.never_accepted]
+            detail = f"the ledger refused it: {refusal.error}"
+            self.queue.dead_letter([item.id for item in culprits], "chain_refused", detail)
+            meters = sorted({item.reading.meter_id for item in culprits})
+            self._errors.log(
+                refusal.error, "%d readings of %s dead-lettered: %s", len(culprits), meters, detail
+            )
+            self._on_dead_letter(culprits, detail)
+        if not refusal.already_recorded and not refusal.never_accepted:
+            self._errors.log(refusal.error, "batch refused, readings stay queued: %s", revert)
 
     def _release_lost(self) -> None:
         """Send again what the node no longer knows (it restarted without its pool)."""

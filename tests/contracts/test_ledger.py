@@ -67,14 +67,13 @@ def test_unknown_and_deregistered_meters_are_refused(env):
     expect_revert(
         "UnknownMeter",
         lambda: community.ledger.record_readings(gateway, [reading("M01", env=env), reading("NOPE", env=env)]),
-        index=1,
         meter=units.encode_id("NOPE"),
     )
     env.client.transact(community.registry.contract.functions.deregisterMeter(units.encode_id("M02")), env["admin"])
     expect_revert(
         "UnknownMeter",
         lambda: community.ledger.record_readings(gateway, [reading("M02", env=env)]),
-        index=0,
+        meter=units.encode_id("M02"),
     )
 
 

@@ -89,11 +89,11 @@ def test_meter_refusals(env):
         lambda: community.registry.register_meter(admin, Meter("M09", 9, alice.address, zero)),
     )
     unknown = units.encode_id("NOPE")
-    expect_revert("UnknownMeter", lambda: community.registry.meter("NOPE"), meterId=unknown)
+    expect_revert("UnknownMeter", lambda: community.registry.meter("NOPE"), meter=unknown)
     expect_revert(
         "UnknownMeter",
         lambda: env.client.transact(community.registry.contract.functions.deregisterMeter(unknown), admin),
-        meterId=unknown,
+        meter=unknown,
     )
     expect_revert(
         "UnknownMeter",
@@ -129,7 +129,7 @@ def test_flexibility_refusals_and_deactivation(env):
     expect_revert(
         "UnknownFlexibility",
         lambda: community.registry.flexibility("NOPE"),
-        flexibilityId=units.encode_id("NOPE"),
+        flexibility=units.encode_id("NOPE"),
     )
     env.client.transact(community.registry.contract.functions.deactivateFlexibility(units.encode_id("CS02")), admin)
     assert community.registry.flexibility("CS02").active is False

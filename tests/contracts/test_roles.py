@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from eth_utils import keccak
 
 from contracts import units
 from contracts.registry import Role
@@ -13,6 +14,22 @@ from tests.contracts.conftest import ROLE_HOLDERS
 from tests.reverts import expect_revert
 
 ZERO_ID = bytes(32)
+ROLE_NAMES = (
+    "DSO_ROLE",
+    "OCM_ORACLE_ROLE",
+    "GATEWAY_ROLE",
+    "MARKET_OPERATOR_ROLE",
+    "AGGREGATOR_ROLE",
+    "MEMBER_ROLE",
+)
+ROLE_CHECKING_CONTRACTS = (
+    "CommunityRegistry",
+    "MeasurementLedger",
+    "CapacityLimits",
+    "CommunityToken",
+    "EnergyMarket",
+    "Settlement",
+)
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,16 @@ def test_every_other_role_is_refused(env, guarded):
             "removeMember",
         }:
             break  # the second holder would hit a duplicate
+
+
+def test_every_role_checking_contract_exposes_the_role_ids(env):
+    addresses = env.community.deployment.addresses
+    for name in ROLE_CHECKING_CONTRACTS:
+        contract = env.client.contract(name, addresses[name])
+        for role_name in ROLE_NAMES:
+            role_id = env.client.call(getattr(contract.functions, role_name)())
+            assert role_id == keccak(text=role_name), f"{name}.{role_name}"
+        assert env.client.call(contract.functions.DEFAULT_ADMIN_ROLE()) == bytes(32), name
 
 
 def test_renounce_role_only_for_oneself(env):

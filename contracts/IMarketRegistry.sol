@@ -25,21 +25,3 @@ interface IMarketRegistry is ICommunityRegistry {
     /// @notice Ids of every registered flexibility, in registration order.
     function flexibilityIds() external view returns (bytes32[] memory);
 }
-
-/// @title What the market and the settlement read from `CapacityLimits`
-interface IMarketLimits {
-    /// @notice The tightest band in force over market `slot` (W, load convention).
-    function tightestBand(bytes32 flexibilityId, uint32 slot)
-        external
-        view
-        returns (int64 pMinW, int64 pMaxW, bool published);
-}
-
-/// @title What the settlement reads from `MeasurementLedger`
-interface IMarketLedger {
-    /// @notice Energy of `meter` in market `slot`: readings and Σ P over them (W·min).
-    function slotEnergy(bytes32 meter, uint32 slot)
-        external
-        view
-        returns (uint16 readings, int88 activeWattMinutes, int88 reactiveVarMinutes);
-}
