@@ -250,7 +250,6 @@ class EnergyMarket(ContractBinding):
             return Decimal(0)
         return units.units_to_tokens(escrow_units(request.quantity_wh, request.limit_price_units))
 
-
     def insertion_hint(self, slot: int, side: Side, limit_price_units: int) -> int:
         return self._view("insertionHint", slot, int(side), limit_price_units)
 

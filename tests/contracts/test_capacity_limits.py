@@ -130,7 +130,9 @@ def test_band_refusals_name_the_item(env):
     ]
     for error, bad, expected in cases:
         index = {} if error == "UnknownFlexibility" else {"index": 1}  # the id names that item
-        expect_revert(error, lambda bad=bad: community.limits.publish_bands(ocm, [good, bad]), **index, **expected)
+        expect_revert(
+            error, lambda bad=bad: community.limits.publish_bands(ocm, [good, bad]), **index, **expected
+        )
     expect_revert("EmptyBatch", lambda: community.limits.publish_bands(ocm, []))
     assert band_at(env, "CS01", start).source == BandSource.HARDWARE_BOUNDS, "refused batches store nothing"
 
@@ -214,7 +216,9 @@ def test_limitation_refusals(env):
     )
     expect_revert("EmptyBatch", lambda: limit_feeder(env, [], start, start + 1, 0, 1))
     expect_revert("InvertedBand", lambda: limit_feeder(env, ["CS01"], start, start + 1, 5, 1))
-    expect_revert("UnknownLimitation", lambda: env.client.call(env.community.limits.contract.functions.limitation(7)))
+    expect_revert(
+        "UnknownLimitation", lambda: env.client.call(env.community.limits.contract.functions.limitation(7))
+    )
 
 
 @pytest.mark.parametrize("kind", list(LimitationKind))

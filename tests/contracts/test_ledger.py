@@ -58,18 +58,26 @@ def test_duplicates_are_refused_in_a_batch_and_across_batches(env):
         minute=minute,
     )
     twice = reading("M03", minute, env=env)
-    expect_revert("DuplicateReading", lambda: community.ledger.record_readings(gateway, [twice, twice]), index=1)
-    assert not community.ledger.has_reading("M02", clock.minute_start(minute)), "a refused batch stores nothing"
+    expect_revert(
+        "DuplicateReading", lambda: community.ledger.record_readings(gateway, [twice, twice]), index=1
+    )
+    assert not community.ledger.has_reading("M02", clock.minute_start(minute)), (
+        "a refused batch stores nothing"
+    )
 
 
 def test_unknown_and_deregistered_meters_are_refused(env):
     community, gateway = env.community, env["gateway"]
     expect_revert(
         "UnknownMeter",
-        lambda: community.ledger.record_readings(gateway, [reading("M01", env=env), reading("NOPE", env=env)]),
+        lambda: community.ledger.record_readings(
+            gateway, [reading("M01", env=env), reading("NOPE", env=env)]
+        ),
         meter=units.encode_id("NOPE"),
     )
-    env.client.transact(community.registry.contract.functions.deregisterMeter(units.encode_id("M02")), env["admin"])
+    env.client.transact(
+        community.registry.contract.functions.deregisterMeter(units.encode_id("M02")), env["admin"]
+    )
     expect_revert(
         "UnknownMeter",
         lambda: community.ledger.record_readings(gateway, [reading("M02", env=env)]),

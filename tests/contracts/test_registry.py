@@ -37,14 +37,18 @@ def test_roles_members_meters_and_flexibilities_are_registered(env):
 
 def test_member_removal_revokes_the_member_role(env):
     community, admin = env.community, env["admin"]
-    receipt = env.client.transact(community.registry.contract.functions.removeMember(env["bob"].address), admin)
+    receipt = env.client.transact(
+        community.registry.contract.functions.removeMember(env["bob"].address), admin
+    )
     assert env.client.events(community.registry.contract, "MemberRemoved", receipt) == [
         {"account": env["bob"].address}
     ]
     assert not community.registry.has_role(Role.MEMBER, env["bob"].address)
     expect_revert(
         "NotAMember",
-        lambda: env.client.transact(community.registry.contract.functions.removeMember(env["bob"].address), admin),
+        lambda: env.client.transact(
+            community.registry.contract.functions.removeMember(env["bob"].address), admin
+        ),
         account=env["bob"].address,
     )
 
@@ -68,7 +72,9 @@ def test_meter_signer_rotation_and_deregistration(env):
     assert community.registry.meter("M01").signer == new_signer
     env.client.transact(community.registry.contract.functions.deregisterMeter(units.encode_id("M01")), admin)
     assert community.registry.meter("M01").active is False
-    assert env.client.call(community.registry.contract.functions.isActiveMeter(units.encode_id("M01"))) is False
+    assert (
+        env.client.call(community.registry.contract.functions.isActiveMeter(units.encode_id("M01"))) is False
+    )
 
 
 def test_meter_refusals(env):
@@ -80,7 +86,9 @@ def test_meter_refusals(env):
     )
     expect_revert(
         "NotAMember",
-        lambda: community.registry.register_meter(admin, Meter("M09", 9, env["stranger"].address, alice.address)),
+        lambda: community.registry.register_meter(
+            admin, Meter("M09", 9, env["stranger"].address, alice.address)
+        ),
         account=env["stranger"].address,
     )
     zero = "0x" + "00" * 20
@@ -121,7 +129,9 @@ def test_flexibility_bounds_are_checked(env, low, high):
 def test_flexibility_refusals_and_deactivation(env):
     community, admin, alice = env.community, env["admin"], env["alice"]
     duplicate = Flexibility("CS01", alice.address, 2, FlexKind.EV_CHARGER, 0, 22)
-    expect_revert("FlexibilityAlreadyRegistered", lambda: community.registry.register_flexibility(admin, duplicate))
+    expect_revert(
+        "FlexibilityAlreadyRegistered", lambda: community.registry.register_flexibility(admin, duplicate)
+    )
     stranger_owned = Flexibility("X02", env["stranger"].address, 2, FlexKind.OTHER, 0, 1)
     expect_revert("NotAMember", lambda: community.registry.register_flexibility(admin, stranger_owned))
     unknown_meter = Flexibility("X03", alice.address, 2, FlexKind.OTHER, 0, 1, meter_id="NOPE")
@@ -131,7 +141,9 @@ def test_flexibility_refusals_and_deactivation(env):
         lambda: community.registry.flexibility("NOPE"),
         flexibility=units.encode_id("NOPE"),
     )
-    env.client.transact(community.registry.contract.functions.deactivateFlexibility(units.encode_id("CS02")), admin)
+    env.client.transact(
+        community.registry.contract.functions.deactivateFlexibility(units.encode_id("CS02")), admin
+    )
     assert community.registry.flexibility("CS02").active is False
     expect_revert(
         "UnknownFlexibility",

@@ -204,10 +204,13 @@ def test_renounce_role_only_for_oneself(env):
         expect_revert(
             "AccessControlBadConfirmation",
             lambda holder=holder: env.client.transact(
-                registry.renounceRole(env.community.registry.role_id(Role.DSO), env["dso"].address), env[holder]
+                registry.renounceRole(env.community.registry.role_id(Role.DSO), env["dso"].address),
+                env[holder],
             ),
         )
-    env.client.transact(registry.renounceRole(env.community.registry.role_id(Role.DSO), env["dso"].address), env["dso"])
+    env.client.transact(
+        registry.renounceRole(env.community.registry.role_id(Role.DSO), env["dso"].address), env["dso"]
+    )
     assert not env.community.registry.has_role(Role.DSO, env["dso"].address)
 
 

@@ -40,7 +40,9 @@ def market_on_a_running_chain(artifacts):
         )
         operator = keyring["operator"]
         calls = [(community.token.mint_call(bob, "100"), operator)]
-        calls += [(community.token.approve_call(community.market.address), keyring[n]) for n in ("alice", "bob")]
+        calls += [
+            (community.token.approve_call(community.market.address), keyring[n]) for n in ("alice", "bob")
+        ]
         client.transact_all(calls, gas=300_000)
         yield chain, community, keyring
     finally:
@@ -48,7 +50,7 @@ def market_on_a_running_chain(artifacts):
 
 
 def test_a_band_tightened_after_a_match_is_curtailed_and_refunded_within_a_block(market_on_a_running_chain):
-    chain, community, keyring = market_on_a_running_chain
+    _, community, keyring = market_on_a_running_chain
     market, clock = community.market, community.clock
     slot = clock.slot_of(community.client.latest_timestamp()) + 8  # its gate is open for two hours
     market.place_order(keyring["alice"], OrderRequest(slot, Side.SELL, "MA", 2.0, "0.1", AssetKind.METER))

@@ -90,7 +90,10 @@ def test_curtailment_and_settlement_in_python_units(env):
     (violation,) = settled.violations
     assert (violation.flex_id, violation.outside_kwh, violation.p_max_kw) == ("EV", 0.25, 6.0)
     assert market.settlement.violations("EV") == (1, 0.25)
-    assert market.settlement.is_settled(env["bob"].address, slot) and market.settlement.debt_of(env["bob"].address) == 0
+    assert (
+        market.settlement.is_settled(env["bob"].address, slot)
+        and market.settlement.debt_of(env["bob"].address) == 0
+    )
     assert market.settlement.credit_of(env["carol"].address) == 0
 
 

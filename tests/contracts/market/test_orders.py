@@ -317,7 +317,9 @@ def test_invalid_orders_are_refused_with_their_facts(env):
         env.community.registry.contract.functions.deactivateFlexibility(units.encode_id("EV")), env["admin"]
     )
     expect_revert("UnknownAsset", lambda: env.place("bob", slot, BUY, 10, PRICE), asset=units.encode_id("EV"))
-    env.client.transact(env.community.registry.contract.functions.deregisterMeter(units.encode_id("MD")), env["admin"])
+    env.client.transact(
+        env.community.registry.contract.functions.deregisterMeter(units.encode_id("MD")), env["admin"]
+    )
     expect_revert(
         "UnknownAsset", lambda: env.place("dave", slot, BUY, 10, PRICE), asset=units.encode_id("MD")
     )

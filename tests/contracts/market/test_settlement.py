@@ -140,7 +140,9 @@ def test_a_debt_is_paid_from_the_next_proceeds(env):
 def test_a_treasury_that_cannot_pay_owes_the_member(env):
     slot = traded_slot(env)
     env.record_slot("MPV", slot, -8000)
-    env.client.transact(env.community.token.contract.functions.approve(env.settlement.address, 0), env["treasury"])
+    env.client.transact(
+        env.community.token.contract.functions.approve(env.settlement.address, 0), env["treasury"]
+    )
     result = settled_by_member(env, settle(env, slot, ["carol"]))["carol"]
     credit = EXPORT_PRICE
     assert (result["paidByTreasury"], result["credit"], result["proceedsPaidOut"]) == (0, credit, PRICE)
