@@ -22,14 +22,17 @@ from node.ports import free_port
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 20
+START_TIMEOUT_S = 60  # generous: the broker starts in well under a second
+PORT_ATTEMPTS = 5
 
 
 class EmbeddedBroker:
-    """An amqtt broker on ``host:port`` (port 0 picks a free one)."""
+    """An amqtt broker on ``host:port``. Port 0 picks a free one (``node.ports``), and
+    another if some other program takes it before the broker binds it."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1883):
         self.host = host
+        self._pick_port = not port
         self.port = port or free_port(host)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker = None
@@ -43,6 +46,20 @@ class EmbeddedBroker:
         """Start serving; returns once the broker listens (raises if it cannot)."""
         for chatty in ("amqtt", "transitions"):  # they log every connection at INFO
             logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                self._serve()
+                break
+            except OSError as error:
+                if not self._pick_port or attempt == PORT_ATTEMPTS or "in use" not in str(error):
+                    raise
+                log.info("port %d was taken (%s); picking another", self.port, error)
+                self.port = free_port(self.host)
+        log.info("embedded MQTT broker listening on %s", self.url)
+        return self
+
+    def _serve(self) -> None:
+        """Run the broker in its own thread and event loop; return once it listens."""
         started = threading.Event()
         failure: list[BaseException] = []
 
@@ -54,6 +71,7 @@ class EmbeddedBroker:
             except BaseException as error:
                 failure.append(error)
                 started.set()
+                self._loop.close()
                 return
             started.set()
             self._loop.run_forever()
@@ -62,11 +80,12 @@ class EmbeddedBroker:
         self._thread = threading.Thread(target=serve, name="mqtt-broker", daemon=True)
         self._thread.start()
         if not started.wait(START_TIMEOUT_S):
-            raise RuntimeError(f"the embedded MQTT broker did not start on {self.host}:{self.port}")
+            raise RuntimeError(
+                f"the embedded MQTT broker did not start on {self.host}:{self.port} in {START_TIMEOUT_S} s"
+            )
         if failure:
+            self._broker = None
             raise OSError(f"the embedded MQTT broker cannot listen on {self.host}:{self.port}: {failure[0]}")
-        log.info("embedded MQTT broker listening on %s", self.url)
-        return self
 
     def stop(self) -> None:
         """Shut the broker down (its sessions and queued messages are dropped)."""

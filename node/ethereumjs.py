@@ -9,13 +9,13 @@ them, and waits until they follow one chain::
         ...
         network.stop_node(2)          # the other two keep sealing, in turn
 
-**Genesis** (``lec-clique.json``): chain id ``CHAIN_ID`` = 4243 (``lec node``'s embedded
-chain uses 4242), every fork up to London at block 0 (EIP-1559 fees; no PUSH0, the
-contracts are built for evmVersion london), no merge and no Shanghai (an EthereumJS
-miner stops at the merge); ``clique.period`` seconds between blocks, ``clique.epoch``
-30000; ``extraData`` = 32 zero bytes, the sorted sealer addresses, 65 zero bytes;
-``alloc`` funds the ``fund`` accounts. **Files**: ``node-<i>/`` per node with its sealer
-key (``sealer.key``: hex without 0x, mode 0600, what ``--unlock`` reads), its chain
+**Genesis** (``lec-clique.json``): ``GenesisConfig.to_geth()`` of ``node.chain.genesis``
+(the embedded chain's genesis in geth's format) with chain id ``CHAIN_ID`` = 4243
+(``lec node``'s embedded chain uses 4242), all N sealers and the ``fund`` accounts: every
+fork up to London at block 0 (EIP-1559 fees; no PUSH0, the contracts are built for
+evmVersion london), no merge and no Shanghai (an EthereumJS miner stops at the merge),
+``clique.period`` seconds between blocks. **Files**: ``node-<i>/`` per node with its
+sealer key (``sealer.key``: hex without 0x, mode 0600, what ``--unlock`` reads), its chain
 database and its log (``ethereumjs.log``); ``network.json`` lists chain id, RPC URLs,
 enodes and sealers. Sealer keys are generated per network and never printed or logged.
 
@@ -23,16 +23,23 @@ enodes and sealers. Sealer keys are generated per network and never printed or l
 127.0.0.1 --rpcPort --mine --unlock <key file> --discDns false --discV4 false
 --no-logFile --logLevel info [--bootnodes enode://<id>@127.0.0.1:<port>,...]``, output
 into ``node-<i>/ethereumjs.log``. JSON-RPC listens on 127.0.0.1 only; the RLPx/discovery
-port binds 0.0.0.0 (the client has no option for that).
+port binds 0.0.0.0 (the client has no option for that). Ports come from
+``node.ports.free_ports``; one taken by another program before the client binds it (the
+client then exits, or runs without its RLPx listener) means new ports and another start.
+JSON-RPC calls go through web3's HTTP provider.
 
-**Start** (``_start_all``): the genesis timestamp lies a few seconds ahead; nodes 1..N-1
-start first, each with the running ones as ``--bootnodes`` (a bootnode must already be
-listening: it is pinged once at start-up). Their first block would be too young for
-genesis + period, so the client drops it and waits. Then node 0, the in-turn sealer of
-block 1, starts and seals block 1; everybody is connected by then. (Started one after
-another on a moving chain, each node seals its own block 1 and the client never
-reconciles the branches.) A watchdog thread re-connects nodes that lost each other, with
-``admin_addPeer [{"address": "127.0.0.1", "tcpPort": p, "udpPort": p}]``.
+**Start** (``_start_all``): nodes 1..N-1 start first, each connecting to the running
+ones (``--bootnodes``, and ``admin_addPeer [{"address": "127.0.0.1", "tcpPort": p,
+"udpPort": p}]`` again and again until connected: a bootnode is tried only once); then
+node 0, the in-turn sealer of block 1, starts, connects to all, and seals block 1. The
+others must not seal a block 1 of their own (started one after another on a moving chain,
+each node seals its own block 1 and the client never reconciles the branches): with the
+fixes they wait for block 1 (fix 5, ``AWAIT_BLOCK_ONE``), however long the start takes.
+Without them the genesis timestamp lies ahead, so that their own block 1 would be too
+young and is dropped; if starting them took longer than that lead, everything starts again
+with a longer one. Every wait polls, with a long overall limit, and fails naming what did
+not happen with the end of each node's log. A watchdog thread re-connects nodes that lost
+each other (``admin_addPeer``).
 
 **Fixes** (``FIXES_SOURCE``, numbered there): EthereumJS 0.10.5 seals only empty Clique
 blocks: every transaction is skipped ("extraData must be 97 bytes on non-epoch
@@ -42,11 +49,13 @@ execution of the newest block ("State trie does not contain state root"). With s
 sealers, blocks reach only floor(sqrt(n)) peers, a node that lost a same-height race
 never leaves its branch, a stray miner timer seals too-early blocks, the transactions of
 a block that was not taken are dropped, those of blocks from peers stay pooled and hold
-back their senders' later ones, and the "pending" nonce counts them.
+back their senders' later ones, and the "pending" nonce counts them. A node that fell
+behind seals on a block it has not executed yet, fails outside any handler and shuts down.
 ``CliqueNetwork(fixes=True)``, the default, loads a small ES module into every client
-(``NODE_OPTIONS=--import``) that patches these places in the client's classes;
-``fixes=False`` runs the client as published (empty blocks only; the peer pools are
-padded instead of fix 7, see ``_pad_peer_pools``).
+(``NODE_OPTIONS=--import``) that patches these places in the client's classes (fix 5 also
+holds nodes 1..N-1 back from sealing block 1); ``fixes=False`` runs the client as
+published (empty blocks only; the peer pools are padded instead of fix 7, see
+``_pad_peer_pools``).
 
 Not fixed, and not needed by the project: ``eth_maxPriorityFeePerGas``, ``eth_feeHistory``
 for "pending" and ``clique_getSigners`` do not exist (clients pass fee fields;
@@ -65,22 +74,23 @@ import contextlib
 import json
 import logging
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from web3 import Web3
+
 from contracts.paths import NODE_MODULES
+from node.chain.genesis import GenesisConfig
+from node.ports import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -92,26 +102,24 @@ NETWORK_FILE = "network.json"
 FIXES_FILE = "ethereumjs-clique-fixes.mjs"
 KEY_FILE = "sealer.key"
 LOG_FILE = "ethereumjs.log"
-EPOCH = 30_000
-GAS_LIMIT = 30_000_000
-INITIAL_BASE_FEE = 1_000_000_000  # 1 gwei, as geth
 DEFAULT_FUNDING_WEI = 1_000_000 * 10**18
-VANITY_BYTES = 32
-SEAL_BYTES = 65
+AWAIT_BLOCK_ONE = "LEC_CLIQUE_AWAIT_BLOCK_ONE"  # set for nodes 1..N-1: fix 5 holds them back
 
-START_TIMEOUT_S = 60.0  # one client from spawn to answering JSON-RPC and connecting
+# Limits, not expected durations: every wait polls and ends as soon as it can. They only
+# turn a broken start into an error instead of a hang, so they allow for a busy machine.
+START_TIMEOUT_S = 240.0  # one client from spawn to answering JSON-RPC and connecting
 STOP_TIMEOUT_S = 20.0  # SIGTERM grace before SIGKILL (a client takes up to ~10 s)
-RPC_TIMEOUT_S = 10.0
-GENESIS_LEAD_S = 4.0  # genesis timestamp ahead of now: time to start nodes 1..N-1 ...
+RPC_TIMEOUT_S = 30.0  # one JSON-RPC call
+PORT_ATTEMPTS = 5  # starts of one client on new ports when another program took one
+PEER_RETRY_S = 5.0  # admin_addPeer again while a node is not connected yet
+GENESIS_LEAD_S = 4.0  # without the fixes: genesis timestamp ahead of now, to start nodes 1..N-1 ...
 GENESIS_LEAD_PER_NODE_S = 2.5  # ... each
+GENESIS_ATTEMPTS = 5  # ... and starts with a doubled lead when that was too short
 
 
-class NetworkError(RuntimeError):
-    """The network could not be started or did not behave as expected."""
-
-
-class RpcError(NetworkError):
-    """A JSON-RPC call failed (no answer, or an ``error`` answer)."""
+class CliqueNetworkError(RuntimeError):
+    """The network could not be started or did not behave as expected, or a JSON-RPC call
+    to one of its nodes failed (no answer, or an ``error`` answer)."""
 
 
 # ----------------------------------------------------------------------------- fixes
@@ -172,13 +180,16 @@ BlockHeader.prototype._consensusFormatValidation = function () {
 
 // 4. A block becomes the head before it is executed, and its state a moment later: in
 //    between, eth_call, eth_getBalance and the like at "latest" fail ("State trie does
-//    not contain state root"); and a sealing node stores a block's receipts just before
-//    the block itself, so eth_getTransactionReceipt fails ("value for <block hash> not
-//    found in DB") instead of answering null. Retry for a while; then answer null for
-//    the receipt, as for one not mined yet.
+//    not contain state root"), and so does eth_sendRawTransaction, whose pool checks the
+//    sender's balance and nonce in that state before taking the transaction; and a sealing
+//    node stores a block's receipts just before the block itself, so
+//    eth_getTransactionReceipt fails ("value for <block hash> not found in DB") instead of
+//    answering null. Retry for a while (up to 20 s: on a busy machine a node may execute
+//    blocks long after taking them); for the receipt answer null after 5 s, as for one
+//    not mined yet.
 const notYet = (error) => /State trie does not contain|not found in DB/.test(String(error?.message ?? error))
 const stateReaders = ['call', 'estimateGas', 'getBalance', 'getCode', 'getStorageAt', 'getTransactionCount']
-for (const name of [...stateReaders, 'getProof', 'getTransactionReceipt']) {
+for (const name of [...stateReaders, 'sendRawTransaction', 'getProof', 'getTransactionReceipt']) {
   const method = Eth.prototype[name]
   Eth.prototype[name] = async function (params) {
     for (let attempt = 0; ; attempt++) {
@@ -186,10 +197,8 @@ for (const name of [...stateReaders, 'getProof', 'getTransactionReceipt']) {
         return await method.call(this, params)
       } catch (error) {
         if (!notYet(error)) throw error
-        if (attempt >= 50) {
-          if (name === 'getTransactionReceipt') return null
-          throw error
-        }
+        if (name === 'getTransactionReceipt' && attempt >= 50) return null
+        if (attempt >= 200) throw error
         await new Promise((resolve) => setTimeout(resolve, 100))
       }
     }
@@ -200,16 +209,18 @@ for (const name of [...stateReaders, 'getProof', 'getTransactionReceipt']) {
 //    both await before arming the block timer, so one timer escapes being cleared and
 //    fires early. Its block is younger than parent + period, is rejected ("invalid
 //    timestamp diff (lower than period)"), and its transactions are dropped from the pool
-//    all the same. Do not assemble before the period is over. (On the genesis the early
-//    block is left to fail: CliqueNetwork relies on that to hold the first nodes back
-//    until all are connected.) Nor while a peer has shown a higher block: the miner does
-//    not pause while the node catches up, and each block it seals on its stale head
-//    starts a branch that the others ignore.
+//    all the same. Do not assemble before the period is over. Nor while a peer has shown
+//    a higher block: the miner does not pause while the node catches up, and each block
+//    it seals on its stale head starts a branch that the others ignore. And with
+//    __AWAIT__=1 (CliqueNetwork sets it for all nodes but the first) not on the genesis:
+//    such a node waits for block 1 from a peer, so that there is only one block 1.
+const awaitBlockOne = process.env.__AWAIT__ === '1'
 const assembleBlock = Miner.prototype.assembleBlock
 Miner.prototype.assembleBlock = async function () {
   const parent = this.service.chain.blocks.latest
+  if (awaitBlockOne && parent.header.number === 0n) return this.queueNextAssembly(this.period)
   const wait = Number(parent.header.timestamp) * 1000 + this.period - 400 - Date.now()
-  if (wait > 0 && parent.header.number > 0n) return this.queueNextAssembly(wait + 400)
+  if (wait > 0) return this.queueNextAssembly(wait + 400)
   if ((this.config.syncTargetHeight ?? 0n) > parent.header.number) return this.queueNextAssembly(this.period)
   return assembleBlock.call(this)
 }
@@ -267,6 +278,25 @@ Eth.prototype.getTransactionCount = async function (params) {
   while (nonces.has(nonce)) nonce += 1n
   return `0x${nonce.toString(16)}`
 }
+
+// 10. The miner builds on the newest block even when the node has not executed it yet (a
+//     node catching up after falling behind, say on a busy machine): loading the parent's
+//     state throws "State trie does not contain state root" outside any handler, and the
+//     client shuts down. Wait until the node has the parent's state.
+const assembleBlockOnState = Miner.prototype.assembleBlock
+Miner.prototype.assembleBlock = async function () {
+  const parent = this.service.chain.blocks.latest
+  if (!(await this.execution.vm.stateManager.hasStateRoot(parent.header.stateRoot))) {
+    return this.queueNextAssembly(500)
+  }
+  try {
+    return await assembleBlockOnState.call(this)
+  } catch (error) {
+    if (!notYet(error)) throw error
+    this.assembling = false
+    return this.queueNextAssembly(500)
+  }
+}
 """
 
 
@@ -285,10 +315,10 @@ def fixes_source(node_modules: Path = NODE_MODULES) -> str:
         "__TXPOOL__": client / "service" / "txpool.js",
         "__UTIL__": package / "util" / "dist" / "esm" / "index.js",
     }
-    source = FIXES_SOURCE
+    source = FIXES_SOURCE.replace("__AWAIT__", AWAIT_BLOCK_ONE)
     for placeholder, path in modules.items():
         if not path.exists():
-            raise NetworkError(f"{path} not found: the fixes are for @ethereumjs/client 0.10.5")
+            raise CliqueNetworkError(f"{path} not found: the fixes are for @ethereumjs/client 0.10.5")
         source = source.replace(placeholder, path.resolve().as_uri())
     return source
 
@@ -296,54 +326,18 @@ def fixes_source(node_modules: Path = NODE_MODULES) -> str:
 # --------------------------------------------------------------------------- genesis
 
 
-def clique_extra_data(sealers: Iterable[str]) -> bytes:
-    """Clique genesis extraData: 32-byte vanity, the sorted sealer addresses, empty seal."""
-    addresses = sorted(bytes.fromhex(address.removeprefix("0x")) for address in sealers)
-    if not addresses or any(len(address) != 20 for address in addresses):
-        raise ValueError("sealers must be one or more 20-byte addresses")
-    return bytes(VANITY_BYTES) + b"".join(addresses) + bytes(SEAL_BYTES)
-
-
-def geth_genesis(
+def clique_genesis(
     sealers: Sequence[str],
     *,
     chain_id: int = CHAIN_ID,
     period: int = 2,
-    epoch: int = EPOCH,
     alloc: dict[str, int] | None = None,
-    timestamp: int | None = None,
-    gas_limit: int = GAS_LIMIT,
+    timestamp: int = 0,
 ) -> dict:
-    """A geth-format genesis for a Clique chain: London at block 0, no merge.
-
-    ``alloc`` maps addresses to a balance in wei. Without ``terminalTotalDifficulty``,
-    ``shanghaiTime`` and later forks the chain stays pre-merge."""
-    if period < 1:
-        raise ValueError("the clique period must be at least 1 second")
-    forks = ["homestead", "eip150", "eip155", "eip158", "byzantium", "constantinople"]
-    forks += ["petersburg", "istanbul", "berlin", "london"]
-    return {
-        "config": {
-            "chainId": chain_id,
-            **{f"{fork}Block": 0 for fork in forks},
-            "clique": {"period": period, "epoch": epoch},
-        },
-        "nonce": "0x0",
-        "timestamp": hex(int(time.time()) if timestamp is None else timestamp),
-        "extraData": "0x" + clique_extra_data(sealers).hex(),
-        "gasLimit": hex(gas_limit),
-        "difficulty": "0x1",
-        "mixHash": "0x" + "00" * 32,
-        "coinbase": "0x" + "00" * 20,
-        "baseFeePerGas": hex(INITIAL_BASE_FEE),
-        "number": "0x0",
-        "gasUsed": "0x0",
-        "parentHash": "0x" + "00" * 32,
-        "alloc": {
-            address.lower().removeprefix("0x"): {"balance": hex(wei)}
-            for address, wei in (alloc or {}).items()
-        },
-    }
+    """The network's genesis in geth's format: ``GenesisConfig.to_geth()`` (Clique, London
+    at block 0, no merge). ``alloc`` maps addresses to wei; timestamp 0 means now."""
+    config = GenesisConfig(chain_id, tuple(sealers), dict(alloc or {}), period, timestamp=timestamp)
+    return config.to_geth()
 
 
 def start_order(sealers: Sequence[str]) -> list[str]:
@@ -357,16 +351,13 @@ def start_order(sealers: Sequence[str]) -> list[str]:
 
 def block_signer(block: dict) -> str:
     """The address that sealed a Clique block, given as raw ``eth_getBlockByNumber`` JSON
-    (EthereumJS has no ``clique_getSigners``, and ``miner`` is zero on Clique blocks).
+    (EthereumJS has no ``clique_getSigners``, and ``miner`` is zero on Clique blocks):
+    py-evm's Clique signer recovery, as the embedded chain uses it, on the same header."""
+    from eth.consensus.clique.constants import SIGNATURE_LENGTH, VANITY_LENGTH
+    from eth.vm.forks.london.blocks import LondonBlockHeader
+    from eth_utils import to_checksum_address
 
-    The last 65 bytes of ``extraData`` sign the keccak of the RLP header without them."""
-    import rlp
-    from eth_keys import keys
-    from eth_utils import keccak
-
-    extra = bytes.fromhex(block["extraData"][2:])
-    if len(extra) < VANITY_BYTES + SEAL_BYTES:
-        raise ValueError(f"block {block.get('number')} carries no Clique seal")
+    from node.chain.consensus import signer_of
 
     def raw(name: str) -> bytes:
         return bytes.fromhex(block[name][2:])
@@ -374,94 +365,27 @@ def block_signer(block: dict) -> str:
     def number(name: str) -> int:
         return int(block[name], 16)
 
-    header: list[Any] = [
-        raw("parentHash"),
-        raw("sha3Uncles"),
-        raw("miner"),
-        raw("stateRoot"),
-        raw("transactionsRoot"),
-        raw("receiptsRoot"),
-        raw("logsBloom"),
-        number("difficulty"),
-        number("number"),
-        number("gasLimit"),
-        number("gasUsed"),
-        number("timestamp"),
-        extra[:-SEAL_BYTES],
-        raw("mixHash"),
-        raw("nonce"),
-    ]
-    if block.get("baseFeePerGas") is not None:
-        header.append(number("baseFeePerGas"))
-    seal = extra[-SEAL_BYTES:]
-    vrs = (seal[64] % 27, int.from_bytes(seal[:32], "big"), int.from_bytes(seal[32:64], "big"))
-    signature = keys.Signature(vrs=vrs)
-    return signature.recover_public_key_from_msg_hash(keccak(rlp.encode(header))).to_checksum_address()
-
-
-# -------------------------------------------------------------------------- JSON-RPC
-
-
-def rpc_call(url: str, method: str, *params: Any, timeout: float = RPC_TIMEOUT_S) -> Any:
-    """One JSON-RPC call over HTTP; returns ``result`` or raises ``RpcError``."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.load(response)
-    except (OSError, ValueError) as error:
-        raise RpcError(f"{method} at {url}: {error}") from error
-    if answer.get("error"):
-        raise RpcError(f"{method} at {url}: {answer['error'].get('message', answer['error'])}")
-    return answer.get("result")
-
-
-# ----------------------------------------------------------------------------- ports
-
-_handed_out: set[int] = set()
-_ports_lock = threading.Lock()
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _port_is_free(port: int) -> bool:
-    """Free for a client: TCP and UDP on all interfaces (RLPx, discovery) and TCP on
-    127.0.0.1 (JSON-RPC)."""
-    for kind, host in (
-        (socket.SOCK_STREAM, "0.0.0.0"),
-        (socket.SOCK_DGRAM, "0.0.0.0"),
-        (socket.SOCK_STREAM, "127.0.0.1"),
-    ):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` ports free now, drawn at random below the kernel's ephemeral range (so no
-    outgoing connection takes one before the client binds it), never handed out twice
-    by this process."""
-    low, high = 20_000, min(_ephemeral_low() - 1, 32_000)
-    chosen: list[int] = []
-    with _ports_lock:
-        for _ in range(100 * count):
-            if len(chosen) == count:
-                break
-            port = random.randint(low, high)
-            if port not in _handed_out and port not in chosen and _port_is_free(port):
-                chosen.append(port)
-        if len(chosen) < count:
-            raise NetworkError(f"found only {len(chosen)} of {count} free ports in {low}..{high}")
-        _handed_out.update(chosen)
-    return chosen
+    if len(raw("extraData")) < VANITY_LENGTH + SIGNATURE_LENGTH or number("number") == 0:
+        raise ValueError(f"block {block.get('number')} carries no Clique seal")
+    header = LondonBlockHeader(
+        difficulty=number("difficulty"),
+        block_number=number("number"),
+        gas_limit=number("gasLimit"),
+        timestamp=number("timestamp"),
+        coinbase=raw("miner"),
+        parent_hash=raw("parentHash"),
+        uncles_hash=raw("sha3Uncles"),
+        state_root=raw("stateRoot"),
+        transaction_root=raw("transactionsRoot"),
+        receipt_root=raw("receiptsRoot"),
+        bloom=number("logsBloom"),
+        gas_used=number("gasUsed"),
+        extra_data=raw("extraData"),
+        mix_hash=raw("mixHash"),
+        nonce=raw("nonce"),
+        base_fee_per_gas=number("baseFeePerGas"),
+    )
+    return to_checksum_address(signer_of(header))
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -487,6 +411,8 @@ class EthereumJSNode:
     process: subprocess.Popen | None = field(default=None, repr=False)
     node_id: str | None = None  # enode id (hex without 0x), known once started
     log_handle: IO[bytes] | None = field(default=None, repr=False)
+    log_start: int = 0  # where the current process's output begins in ``log_file``
+    _w3: Web3 | None = field(default=None, repr=False)
 
     @property
     def key_file(self) -> Path:
@@ -508,8 +434,31 @@ class EthereumJSNode:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def rpc(self, method: str, *params: Any, timeout: float = RPC_TIMEOUT_S) -> Any:
-        return rpc_call(self.rpc_url, method, *params, timeout=timeout)
+    @property
+    def w3(self) -> Web3:
+        """web3 on this node's JSON-RPC endpoint (no retries: callers poll)."""
+        if self._w3 is None:
+            provider = Web3.HTTPProvider(
+                self.rpc_url, request_kwargs={"timeout": RPC_TIMEOUT_S}, exception_retry_configuration=None
+            )
+            self._w3 = Web3(provider)
+        return self._w3
+
+    def use_ports(self, p2p_port: int, rpc_port: int) -> None:
+        self.p2p_port, self.rpc_port = p2p_port, rpc_port
+        self._w3 = None
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        """One raw JSON-RPC call; its ``result``, or ``CliqueNetworkError``."""
+        try:
+            answer = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+        except Exception as error:  # refused, timed out, not JSON: requests and web3 raise many kinds
+            raise CliqueNetworkError(f"{method} at {self.rpc_url}: {error}") from error
+        if answer.get("error"):
+            error = answer["error"]
+            message = error.get("message", error) if isinstance(error, dict) else error
+            raise CliqueNetworkError(f"{method} at {self.rpc_url}: {message}")
+        return answer.get("result")
 
     def command(self, executable: Path, genesis: Path, bootnodes: Sequence[str]) -> list[str]:
         arguments = [
@@ -531,6 +480,15 @@ class EthereumJSNode:
         if bootnodes:
             arguments += ["--bootnodes", ",".join(bootnodes)]
         return arguments
+
+    def log_text(self) -> str:
+        """What the current process has logged so far."""
+        try:
+            with self.log_file.open("rb") as handle:
+                handle.seek(self.log_start)
+                return handle.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 10) -> str:
         try:
@@ -558,7 +516,9 @@ class CliqueNetwork:
     missing and is kept; None means a temporary folder, deleted on ``close``. ``fund``:
     addresses given ``fund_wei`` in the genesis. ``fixes``: load ``FIXES_SOURCE`` into the
     clients (without it no transaction is ever included). ``watch``: a thread re-connects
-    nodes that lost each other (``reconnections`` lists what it did).
+    nodes that lost each other (``reconnections`` lists what it did). ``start_timeout``:
+    limit for one client to start and connect (it is polled, and done when it is done).
+    Raises ``CliqueNetworkError``.
     """
 
     def __init__(
@@ -593,7 +553,8 @@ class CliqueNetwork:
         self.stopped: set[int] = set()  # stopped on purpose: the watchdog leaves them alone
         self.reconnections: list[tuple[int, int]] = []  # (from node, to node) re-added by the watchdog
         self.genesis_time = 0
-        self._genesis_lead = GENESIS_LEAD_S + GENESIS_LEAD_PER_NODE_S * (sealers - 1)
+        # with the fixes, nodes 1..N-1 wait for block 1 however long starting takes
+        self._genesis_lead = 0.0 if fixes else GENESIS_LEAD_S + GENESIS_LEAD_PER_NODE_S * (sealers - 1)
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._watchdog: threading.Thread | None = None
@@ -683,7 +644,7 @@ class CliqueNetwork:
             index, "eth_getBlockByNumber", hex(number) if isinstance(number, int) else number, False
         )
         if block is None:
-            raise NetworkError(f"node {index} has no block {number}")
+            raise CliqueNetworkError(f"node {index} has no block {number}")
         return block
 
     def height(self, index: int) -> int:
@@ -728,8 +689,7 @@ class CliqueNetwork:
                         continue
                     if node.node_id in peers[other.index]:
                         continue
-                    address = {"address": "127.0.0.1", "tcpPort": other.p2p_port, "udpPort": other.p2p_port}
-                    node.rpc("admin_addPeer", address)
+                    self._add_peer(node, other)
                     log.warning("node %d had lost node %d; added it again", node.index, other.index)
                     self.reconnections.append((node.index, other.index))
                     done.append((node.index, other.index))
@@ -741,11 +701,13 @@ class CliqueNetwork:
         from eth_account import Account
 
         if not self.executable.exists():
-            raise NetworkError(f"{self.executable} not found: run `npm ci` (package @ethereumjs/client)")
+            raise CliqueNetworkError(
+                f"{self.executable} not found: run `npm ci` (package @ethereumjs/client)"
+            )
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="lec-ethereumjs-"))
         elif self.data_dir.exists() and any(self.data_dir.iterdir()):
-            raise NetworkError(f"data folder {self.data_dir} is not empty (another network's?)")
+            raise CliqueNetworkError(f"data folder {self.data_dir} is not empty (another network's?)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.fixes:
             (self.data_dir / FIXES_FILE).write_text(fixes_source())
@@ -767,7 +729,7 @@ class CliqueNetwork:
     def _write_genesis(self) -> None:
         lead = self._genesis_lead if self.sealer_count > 1 else 0
         self.genesis_time = int(time.time() + lead)
-        genesis = geth_genesis(
+        genesis = clique_genesis(
             self.sealers,
             chain_id=self.chain_id,
             period=self.period,
@@ -777,13 +739,20 @@ class CliqueNetwork:
         self.genesis_file.write_text(json.dumps(genesis, indent=2) + "\n")
 
     def _start_all(self) -> None:
-        """Start nodes 1..N-1, then node 0 once genesis + period has passed (module doc)."""
-        for _ in range(3):
-            first, *joiners = self.nodes
+        """Start nodes 1..N-1, then node 0, which seals block 1 (module doc)."""
+        first, *joiners = self.nodes
+        for attempt in range(1, GENESIS_ATTEMPTS + 1):
             for position, node in enumerate(joiners):
                 self._start_node(node, joiners[:position])
-            # each joiner's first (too young, dropped) block must come before genesis + period
-            if joiners and time.time() > self.genesis_time - 1 - 0.5 * self.sealer_count:
+            # without the fixes each joiner's first (too young, dropped) block must come
+            # before genesis + period
+            late = time.time() > self.genesis_time - 1 - 0.5 * self.sealer_count
+            if not self.fixes and joiners and late:
+                if attempt == GENESIS_ATTEMPTS:
+                    raise CliqueNetworkError(
+                        f"starting {len(joiners)} clients took longer than {self._genesis_lead:.0f} s "
+                        f"{GENESIS_ATTEMPTS} times (is the machine very busy?)"
+                    )
                 log.warning("nodes started too slowly for the genesis timestamp; starting again")
                 self._reset(lead=2 * self._genesis_lead)
                 continue
@@ -800,7 +769,6 @@ class CliqueNetwork:
 
             self._wait(block_one_everywhere, "block 1 on every node", self._blocks_timeout(3))
             return
-        raise NetworkError("could not start the nodes in time (is the machine very busy?)")
 
     def _pad_peer_pools(self) -> None:
         """Without fix 7 a client sends a new block in full to the first floor(sqrt(n)) of
@@ -811,8 +779,12 @@ class CliqueNetwork:
         for node in self.nodes:
             for other in self.nodes:
                 if other is not node:
-                    address = {"address": "127.0.0.1", "tcpPort": other.p2p_port, "udpPort": other.p2p_port}
-                    node.rpc("admin_addPeer", address)
+                    self._add_peer(node, other)
+
+    def _add_peer(self, node: EthereumJSNode, other: EthereumJSNode) -> None:
+        node.rpc(
+            "admin_addPeer", {"address": "127.0.0.1", "tcpPort": other.p2p_port, "udpPort": other.p2p_port}
+        )
 
     def _reset(self, lead: float) -> None:
         """Stop every node, drop its chain data (keeping its key), write a new genesis."""
@@ -824,20 +796,47 @@ class CliqueNetwork:
         self._genesis_lead = lead
         self._write_genesis()
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, node: EthereumJSNode) -> dict[str, str]:
         environment = dict(os.environ)
+        environment.pop(AWAIT_BLOCK_ONE, None)
         if self.fixes:
             assert self.data_dir is not None
             preload = f"--import={(self.data_dir / FIXES_FILE).resolve().as_uri()}"
             environment["NODE_OPTIONS"] = f"{environment.get('NODE_OPTIONS', '')} {preload}".strip()
+            if node.index != 0:
+                environment[AWAIT_BLOCK_ONE] = "1"
         return environment
 
     def _start_node(self, node: EthereumJSNode, peers: Sequence[EthereumJSNode]) -> None:
-        """Spawn the client with ``peers`` as bootnodes; wait until it answers JSON-RPC
-        and is connected to them."""
+        """Start the client and wait until it answers JSON-RPC and is connected to ``peers``.
+
+        Another program may take one of its ports before the client binds it: the client
+        then exits (JSON-RPC) or runs without its RLPx listener, or a stranger answers on
+        its JSON-RPC port. Then it starts again on new ports."""
+        deadline = time.monotonic() + self.start_timeout
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self._spawn(node, peers)
+            if self._await_listening(node, deadline):
+                break
+            log.warning(
+                "node %d: port %d or %d was taken by another program; starting on new ports",
+                node.index, node.p2p_port, node.rpc_port,
+            )  # fmt: skip
+            self._terminate(node, 2.0)  # a failed start: nothing to keep
+            shutil.rmtree(node.directory / CHAIN_NAME, ignore_errors=True)
+            if attempt == PORT_ATTEMPTS:
+                raise CliqueNetworkError(
+                    f"node {node.index}: another program took one of its ports {PORT_ATTEMPTS} times"
+                )
+            node.use_ports(*free_ports(2))
+        self._await_peers(node, peers, deadline)
+
+    def _spawn(self, node: EthereumJSNode, peers: Sequence[EthereumJSNode]) -> None:
         with self._lock:
             if self._closing.is_set():
-                raise NetworkError("the network is closing")
+                raise CliqueNetworkError("the network is closing")
+            node.node_id = None
+            node.log_start = node.log_file.stat().st_size if node.log_file.exists() else 0
             node.log_handle = open(node.log_file, "ab")  # noqa: SIM115 - closed in _terminate
             node.process = subprocess.Popen(
                 node.command(self.executable, self.genesis_file, [peer.enode for peer in peers]),
@@ -845,7 +844,7 @@ class CliqueNetwork:
                 stdout=node.log_handle,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                env=self._environment(),
+                env=self._environment(node),
                 start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
@@ -853,22 +852,67 @@ class CliqueNetwork:
             "node %d: pid %d, %s, p2p port %d", node.index, node.process.pid, node.rpc_url, node.p2p_port
         )
 
-        def answering() -> bool:
+    def _await_listening(self, node: EthereumJSNode, deadline: float) -> bool:
+        """Poll until the client answers JSON-RPC and its RLPx listener is up (True), or
+        one of its ports turns out taken (False)."""
+        assert node.process is not None
+        while True:
+            if self._closing.is_set():
+                raise CliqueNetworkError("the network closed while a node was starting")
+            output = node.log_text()
+            if "EADDRINUSE" in output:
+                return False
             if not node.running:
-                raise NetworkError(
+                raise CliqueNetworkError(
                     f"ethereumjs node {node.index} exited with code {node.process.returncode}; "
                     f"end of {node.log_file}:\n{node.log_tail()}"
                 )
-            node.node_id = node.rpc("admin_nodeInfo", timeout=2)["id"]
-            return True
+            with contextlib.suppress(CliqueNetworkError):
+                info = node.rpc("admin_nodeInfo")
+                if int(info["ports"]["listener"]) != node.p2p_port:
+                    return False  # another program's server on our JSON-RPC port
+                if "Server listener up transport=rlpx" in output:
+                    node.node_id = info["id"]
+                    return True
+            if time.monotonic() > deadline:
+                raise CliqueNetworkError(
+                    f"ethereumjs node {node.index} did not answer on {node.rpc_url} with its RLPx "
+                    f"listener up within {self.start_timeout:.0f} s; end of {node.log_file}:\n"
+                    f"{node.log_tail()}"
+                )
+            time.sleep(0.25)
 
-        self._wait(answering, f"node {node.index} to answer on {node.rpc_url}", self.start_timeout)
-        wanted = {peer.node_id for peer in peers}
-        self._wait(
-            lambda: wanted <= self.peer_ids(node.index),
-            f"node {node.index} to connect to nodes {[peer.index for peer in peers]}",
-            self.start_timeout,
-        )
+    def _await_peers(self, node: EthereumJSNode, peers: Sequence[EthereumJSNode], deadline: float) -> None:
+        """Poll until ``node`` is connected to every one of ``peers``, asking it to connect
+        to the missing ones every few seconds (a bootnode is tried only once)."""
+        wanted = {peer.node_id: peer for peer in peers}
+        asked = time.monotonic()
+        while True:
+            if self._closing.is_set():
+                raise CliqueNetworkError("the network closed while a node was connecting")
+            if not node.running:
+                raise CliqueNetworkError(
+                    f"ethereumjs node {node.index} exited with code {node.process.returncode}; "  # type: ignore[union-attr]
+                    f"end of {node.log_file}:\n{node.log_tail()}"
+                )
+            with contextlib.suppress(CliqueNetworkError):
+                connected = self.peer_ids(node.index)
+                missing = [peer for peer_id, peer in wanted.items() if peer_id not in connected]
+                if not missing:
+                    return
+                if time.monotonic() - asked >= PEER_RETRY_S:
+                    asked = time.monotonic()
+                    for peer in missing:
+                        log.info(
+                            "node %d: not connected to node %d yet; asking again", node.index, peer.index
+                        )
+                        self._add_peer(node, peer)
+            if time.monotonic() > deadline:
+                raise CliqueNetworkError(
+                    f"ethereumjs node {node.index} did not connect to nodes {[peer.index for peer in peers]} "
+                    f"within {self.start_timeout:.0f} s\n{self._log_tails()}"
+                )
+            time.sleep(0.25)
 
     def _terminate(self, node: EthereumJSNode, timeout: float) -> None:
         process = node.process
@@ -889,13 +933,13 @@ class CliqueNetwork:
         while not self._closing.wait(max(2.0, self.period)):
             try:
                 self.reconnect()
-            except NetworkError as error:  # a node busy or just stopped: try again next round
+            except CliqueNetworkError as error:  # a node busy or just stopped: try again next round
                 log.debug("watchdog: %s", error)
 
     def _head(self, node: EthereumJSNode) -> tuple[int, str] | None:
         try:
-            block = node.rpc("eth_getBlockByNumber", "latest", False, timeout=5)
-        except RpcError:
+            block = node.rpc("eth_getBlockByNumber", "latest", False)
+        except CliqueNetworkError:
             return None
         return int(block["number"], 16), block["hash"]
 
@@ -914,23 +958,39 @@ class CliqueNetwork:
         return max(numbers) - low <= 1 and len(hashes) == 1 and None not in hashes
 
     def _blocks_timeout(self, blocks: int) -> float:
-        # an out-of-turn sealer waits up to N x 0.5 s beyond the period
-        return 30.0 + 2 * blocks * (self.period + 0.5 * self.sealer_count)
+        # an out-of-turn sealer waits up to N x 0.5 s beyond the period; a busy machine more
+        return 120.0 + 3 * blocks * (self.period + 0.5 * self.sealer_count)
 
     def _wait(self, predicate: Callable[[], bool], what: str, timeout: float) -> None:
+        """Poll ``predicate`` (a failed JSON-RPC call counts as not yet) until it holds;
+        fail at once if a node exits, and after ``timeout`` s naming ``what``."""
         deadline = time.monotonic() + timeout
+        last_error: CliqueNetworkError | None = None
         while True:
             if self._closing.is_set():
-                raise NetworkError(f"the network closed while waiting for {what}")
-            with contextlib.suppress(RpcError):
+                raise CliqueNetworkError(f"the network closed while waiting for {what}")
+            for node in self.live_nodes():
+                if not node.running:
+                    raise CliqueNetworkError(
+                        f"ethereumjs node {node.index} exited (code {node.process.returncode}) while "  # type: ignore[union-attr]
+                        f"waiting for {what}; end of {node.log_file}:\n{node.log_tail()}"
+                    )
+            try:
                 if predicate():
                     return
+            except CliqueNetworkError as error:
+                last_error = error
             if time.monotonic() > deadline:
-                tails = "\n".join(
-                    f"--- node {node.index} ({node.log_file}):\n{node.log_tail(6)}" for node in self.nodes
+                cause = f" (last error: {last_error})" if last_error is not None else ""
+                raise CliqueNetworkError(
+                    f"timed out after {timeout:.0f} s waiting for {what}{cause}\n{self._log_tails()}"
                 )
-                raise NetworkError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")
             time.sleep(0.2)
+
+    def _log_tails(self, lines: int = 6) -> str:
+        return "\n".join(
+            f"--- node {node.index} ({node.log_file}):\n{node.log_tail(lines)}" for node in self.nodes
+        )
 
     def _write_network_file(self) -> None:
         assert self.data_dir is not None

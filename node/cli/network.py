@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from eth_utils import is_address, to_checksum_address
 
     from contracts.accounts import Keyring
-    from node.ethereumjs import ETHEREUMJS, CliqueNetwork, NetworkError
+    from node.ethereumjs import ETHEREUMJS, CliqueNetwork, CliqueNetworkError
 
     if not 1 <= args.sealers <= MAX_SEALERS:
         raise CliError(f"--sealers must be 1..{MAX_SEALERS}, got {args.sealers}")
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                             dead = [node.index for node in network.live_nodes() if not node.running]
                             raise CliError(f"node(s) {dead} exited; see their ethereumjs.log", exit_code=1)
                     print("stopping the clients ...", flush=True)
-        except NetworkError as error:
+        except CliqueNetworkError as error:
             raise CliError(str(error), exit_code=1) from None
     finally:
         if temporary:
@@ -278,7 +278,7 @@ def _clock(unix_seconds: int) -> str:
     return time.strftime("%H:%M", time.gmtime(unix_seconds))
 
 
-def _wait(predicate, what: str, timeout: float = 60.0) -> None:
+def _wait(predicate, what: str, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -1,11 +1,14 @@
 """Brokers for the tests: the embedded amqtt broker and a Mosquitto process with a
-password file and the ACL from docs/gateway.md."""
+password file and the ACL from docs/gateway.md, each behind a relay so that it can be
+restarted without its clients changing address."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from node.ports import free_port
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 GATEWAY_USER, GATEWAY_PASSWORD = "gateway", "gateway-secret"
+START_LIMIT_S = 120  # a broker that does not listen by then is broken, not slow
+PORT_ATTEMPTS = 5
 
 ACL = """\
 # the gateway reads every reading and answers rejections
@@ -29,17 +34,101 @@ pattern read lec/+/meter/%u/rejected
 """
 
 
-def restart_embedded(broker: EmbeddedBroker) -> EmbeddedBroker:
-    """Stop ``broker`` and start a new one on its port (retried while the old socket closes)."""
-    broker.stop()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            return EmbeddedBroker(broker.host, broker.port).start()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+class Relay:
+    """A TCP relay from a port of its own to a server that may move to another port.
+
+    A server restarted on its old port needs that port free again at once, and on a busy
+    machine something else may have taken it; restarted on a new port, its clients would
+    need the new address. The relay keeps one listening socket for its whole life (the
+    clients' address, ``port``) and forwards each connection to the server's current
+    port; while the server is down or ``pause`` d, connections are closed at once, as a
+    refused connection would be.
+    """
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1"):
+        self.host = host
+        self._target: tuple[str, int] | None = (host, target_port)
+        self._listener = socket.create_server((host, 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._links: set[tuple[socket.socket, socket.socket]] = set()
+        self._generation = 0  # counts retargets and pauses: a link made across one is cut too
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
+        self._acceptor.start()
+
+    def retarget(self, port: int) -> None:
+        """Forward new connections to ``port``; cut those to the old one."""
+        with self._lock:
+            self._target = (self.host, port)
+            self._generation += 1
+        self.cut()
+
+    def pause(self) -> None:
+        """Cut every connection and close new ones at once (an outage), until ``retarget``."""
+        with self._lock:
+            self._target = None
+            self._generation += 1
+        self.cut()
+
+    def cut(self) -> None:
+        """Close every relayed connection (both ends)."""
+        with self._lock:
+            links, self._links = self._links, set()
+        for link in links:
+            _close(*link)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._acceptor.join(timeout=5)
+        self._listener.close()
+        self.cut()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            with self._lock:
+                target, generation = self._target, self._generation
+            try:
+                if target is None:
+                    raise ConnectionRefusedError
+                server = socket.create_connection(target, timeout=10)
+            except OSError:  # the server is down: let the client find out and retry
+                _close(client)
+                continue
+            server.settimeout(None)
+            with self._lock:
+                current = generation == self._generation
+                if current:
+                    self._links.add((client, server))
+            if not current:  # retargeted or paused meanwhile
+                _close(client, server)
+                continue
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with self._lock:
+            self._links.discard((source, sink))
+            self._links.discard((sink, source))
+        _close(source, sink)
+
+
+def _close(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
 
 
 def mosquitto_available() -> bool:
@@ -53,13 +142,16 @@ def needs_mosquitto():
 
 
 class AmqttBroker:
-    """The embedded broker; anyone may connect, the gateway logs in with a user name."""
+    """The embedded broker behind a relay; anyone may connect, the gateway logs in with a
+    user name. ``restart`` starts a new broker (its sessions are gone, as after a real
+    restart) on a new port."""
 
     kind = "amqtt"
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path | None = None):
         self._broker = EmbeddedBroker("127.0.0.1", 0).start()
-        self.host, self.port = self._broker.host, self._broker.port
+        self._relay = Relay(self._broker.port)
+        self.host, self.port = self._relay.host, self._relay.port
 
     @property
     def gateway_url(self) -> str:
@@ -69,41 +161,36 @@ class AmqttBroker:
         return None, None
 
     def restart(self) -> None:
-        self._broker = restart_embedded(self._broker)
+        self._broker.stop()
+        self._broker = EmbeddedBroker("127.0.0.1", 0).start()
+        self._relay.retarget(self._broker.port)
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        self._relay.close()
         self._broker.stop()
 
 
 class MosquittoBroker:
-    """A Mosquitto process on a free port: persistence on, no anonymous clients, one user
-    per meter (user name = meter id) and the gateway user, ACL as in docs/gateway.md."""
+    """A Mosquitto process behind a relay: persistence on, no anonymous clients, one user
+    per meter (user name = meter id) and the gateway user, ACL as in docs/gateway.md.
+    Each start listens on a new free port (the relay's stays); the persisted sessions
+    and queued messages carry over."""
 
     kind = "mosquitto"
 
     def __init__(self, tmp_path: Path, meter_ids):
-        self.host, self.port = "127.0.0.1", free_port()
         self.directory = tmp_path / "mosquitto"
         self.directory.mkdir()
         users = {GATEWAY_USER: GATEWAY_PASSWORD, **{m: f"pw-{m}" for m in meter_ids}}
-        passwords = self.directory / "passwd"
-        passwords.write_text("".join(f"{user}:{password}\n" for user, password in users.items()))
-        subprocess.run(["mosquitto_passwd", "-U", str(passwords)], check=True, capture_output=True)
+        self.passwords = self.directory / "passwd"
+        self.passwords.write_text("".join(f"{user}:{password}\n" for user, password in users.items()))
+        subprocess.run(["mosquitto_passwd", "-U", str(self.passwords)], check=True, capture_output=True)
         (self.directory / "acl").write_text(ACL)
         self.config = self.directory / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous false\n"
-            f"password_file {passwords}\n"
-            f"acl_file {self.directory / 'acl'}\n"
-            "persistence true\n"
-            f"persistence_location {self.directory}/\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
-            "user root\n"
-        )
         self.log = self.directory / "mosquitto.log"
         self._process: subprocess.Popen | None = None
+        self._relay: Relay | None = None
+        self.host, self.port = "127.0.0.1", 0
         self.start()
 
     @property
@@ -114,24 +201,66 @@ class MosquittoBroker:
         return meter_id, f"pw-{meter_id}"
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self._process.poll() is None, self.log.read_text()
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"mosquitto did not listen: {self.log.read_text()}")
+        """Start Mosquitto on a free port (another if that one is taken meanwhile) and
+        point the relay at it."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = free_port(self.host)
+            if self._listen(port):
+                break
+            if attempt == PORT_ATTEMPTS:
+                raise AssertionError(f"mosquitto could not listen: {self.log.read_text()}")
+        if self._relay is None:
+            self._relay = Relay(port, self.host)
+            self.port = self._relay.port
+        else:
+            self._relay.retarget(port)
 
     def stop(self) -> None:
         """SIGTERM: Mosquitto saves its sessions and queued messages, then exits."""
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
-            self._process.wait(timeout=20)
+            self._process.wait(timeout=60)
+        if self._relay is not None:
+            self._relay.cut()
+
+    def close(self) -> None:
+        self.stop()
+        if self._relay is not None:
+            self._relay.close()
 
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def _listen(self, port: int) -> bool:
+        """Run Mosquitto on ``port`` until it accepts connections; False if it exits
+        because the port is taken."""
+        self.config.write_text(
+            f"listener {port} {self.host}\n"
+            "allow_anonymous false\n"
+            f"password_file {self.passwords}\n"
+            f"acl_file {self.directory / 'acl'}\n"
+            "persistence true\n"
+            f"persistence_location {self.directory}/\n"
+            "max_queued_messages 100000\n"
+            "max_inflight_messages 100\n"
+            "user root\n"
+        )
+        logged = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + START_LIMIT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                output = self.log.read_bytes()[logged:].decode(errors="replace")
+                if "in use" in output:
+                    return False
+                raise AssertionError(f"mosquitto exited with code {self._process.returncode}: {output}")
+            try:
+                socket.create_connection((self.host, port), timeout=5).close()
+                return True
+            except OSError:
+                time.sleep(0.1)
+        self._process.kill()
+        self._process.wait()
+        raise AssertionError(f"mosquitto did not listen in {START_LIMIT_S} s: {self.log.read_text()}")

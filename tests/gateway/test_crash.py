@@ -34,7 +34,7 @@ from tests.processes import interrupt, kill_hard
 def any_broker(request, tmp_path):
     broker = AmqttBroker(tmp_path) if request.param == "amqtt" else MosquittoBroker(tmp_path, METER_IDS)
     yield broker
-    broker.stop()
+    broker.close()
 
 
 class GatewayProcess:
@@ -52,7 +52,7 @@ class GatewayProcess:
     def start(self) -> GatewayProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(self.command, cwd=PROJECT_ROOT, stdout=log, stderr=log)
-        wait_for(lambda: "connected to" in self.log.read_text() or self.process.poll() is not None, 60,
+        wait_for(lambda: "connected to" in self.log.read_text() or self.process.poll() is not None, 180,
                  "the gateway process to connect")  # fmt: skip
         assert self.process.poll() is None, self.log.read_text()
         return self
@@ -82,9 +82,12 @@ def test_kill_9_mid_batch_loses_and_doubles_nothing(stack, any_broker, tmp_path,
               for m in METER_IDS}  # fmt: skip
     readings = readings_for(stack, METER_IDS, stack.take_minutes(12))
     infos = []
+    killed = threading.Event()
 
-    def publish_stream() -> None:
-        for reading in readings:
+    def publish_stream() -> None:  # the second half waits for the kill: it comes mid-stream however slow
+        for n, reading in enumerate(readings):
+            if n == len(readings) // 2:
+                killed.wait(timeout=300)
             payload = signed_payload(reading, stack.meter_key(reading.meter_id).account)
             infos.append(meters[reading.meter_id].publish(reading_topic(topic, reading.meter_id), payload))
             time.sleep(0.012)
@@ -93,16 +96,17 @@ def test_kill_9_mid_batch_loses_and_doubles_nothing(stack, any_broker, tmp_path,
     stream.start()
     try:
         wait_for(
-            lambda: len(recorded_events(stack.community, first_block)) >= 120, 60, "120 readings on chain"
+            lambda: len(recorded_events(stack.community, first_block)) >= 120, 120, "120 readings on chain"
         )
         gateway.kill()
         killed_at = len(infos)
+        killed.set()
         gateway.start()
         stream.join()
         assert 0 < killed_at < len(readings), "the gateway died while readings were still coming"
         wait_published(infos)
         pairs = [(r.meter_id, r.time) for r in readings]
-        wait_for(lambda: all(recorded(stack.community, pairs)), 90, f"all {len(pairs)} readings on chain")
+        wait_for(lambda: all(recorded(stack.community, pairs)), 180, f"all {len(pairs)} readings on chain")
         events = Counter(recorded_events(stack.community, first_block))
         assert {pair: events[pair] for pair in pairs} == dict.fromkeys(pairs, 1)
 
@@ -110,8 +114,9 @@ def test_kill_9_mid_batch_loses_and_doubles_nothing(stack, any_broker, tmp_path,
             with sqlite3.connect(data_dir / "gateway" / "queue.sqlite") as db:
                 return db.execute("SELECT count(*) FROM queue").fetchone()[0] == 0
 
-        wait_for(queue_empty, 30, "the restarted gateway's queue to empty")
+        wait_for(queue_empty, 60, "the restarted gateway's queue to empty")
     finally:
+        killed.set()
         stream.join()
         for publisher in meters.values():
             publisher.close()

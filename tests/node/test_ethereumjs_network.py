@@ -9,11 +9,12 @@ while blocks and transactions continue.
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
 
-from contracts import clock, units
+from contracts import clock
 from contracts.accounts import Keyring
 from contracts.client import ChainClient
 from contracts.community import Community
@@ -21,13 +22,14 @@ from contracts.deploy import CommunityConfig, deploy_community
 from contracts.ledger import Reading
 from contracts.limits import Band, BandSource
 from contracts.registry import Flexibility, FlexKind, Meter, Role
+from node import ethereumjs
 from node.ethereumjs import (
     CHAIN_ID,
     ETHEREUMJS,
     CliqueNetwork,
     block_signer,
+    clique_genesis,
     fixes_source,
-    geth_genesis,
     start_order,
 )
 
@@ -69,20 +71,20 @@ def community_state():
     return {}
 
 
-def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+def wait_for(predicate, what: str, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(0.2)
 
 
-def wait_for_block(client: ChainClient, number: int, timeout: float = 60.0) -> None:
+def wait_for_block(client: ChainClient, number: int, timeout: float = 180.0) -> None:
     wait_for(lambda: client.w3.eth.block_number >= number, f"block {number} on {client.w3.provider}", timeout)
 
 
 def test_genesis_is_clique_with_london_and_no_merge():
     sealers = ["0x" + "bb" * 20, "0x" + "AA" * 20]
-    genesis = geth_genesis(sealers, period=3, alloc={"0x" + "cc" * 20: 5}, timestamp=1_700_000_000)
+    genesis = clique_genesis(sealers, period=3, alloc={"0x" + "cc" * 20: 5}, timestamp=1_700_000_000)
     config = genesis["config"]
     assert config["chainId"] == CHAIN_ID
     assert config["londonBlock"] == config["berlinBlock"] == config["homesteadBlock"] == 0
@@ -111,6 +113,7 @@ def test_the_fixes_import_the_clients_own_modules():
     source = fixes_source()
     assert not re.search(r"'__[A-Z_]+__'", source), "a module of the client was not found"
     assert source.count("from 'file:///") == 9
+    assert "__AWAIT__" not in source and "process.env.LEC_CLIQUE_AWAIT_BLOCK_ONE" in source
 
 
 @pytest.mark.slow
@@ -165,9 +168,7 @@ def test_community_contracts_work_across_nodes(network, keyring, artifacts, comm
     minute = writer.w3.eth.get_block("latest")["timestamp"] // 60
     slot = (minute - 1) // 15
     past = [m for m in range(minute - 3, minute) if m // 15 == slot] or [minute - 1]
-    readings = [
-        Reading("M01", clock.minute_start(m), 1.0 + i, 0.2, 0.99, -1.0) for i, m in enumerate(past)
-    ]
+    readings = [Reading("M01", clock.minute_start(m), 1.0 + i, 0.2, 0.99, -1.0) for i, m in enumerate(past)]
     recorded = community.ledger.record_readings(gateway, readings)
     band = Band("BAT01", clock.minute_start(minute + 3), clock.minute_start(minute + 5), -2.0, 3.0)
     published = community.limits.publish_bands(ocm, [band])
@@ -223,3 +224,17 @@ def test_chain_continues_after_a_sealer_stops(network, keyring, artifacts, commu
         == "0x" + bytes(receipt["blockHash"]).hex()
     )
     assert network.wait_for_blocks(2, index=remaining[0]) > receipt["blockNumber"]
+
+
+@pytest.mark.slow
+@needs_ethereumjs
+def test_a_client_whose_port_another_program_took_starts_on_new_ports(tmp_path, monkeypatch):
+    taken = socket.create_server(("0.0.0.0", 0))  # another program got the RLPx port first
+    pick = ethereumjs.free_ports
+    picks = iter([[taken.getsockname()[1], *pick(1)]])
+    monkeypatch.setattr(ethereumjs, "free_ports", lambda count: next(picks, None) or pick(count))
+    with taken, CliqueNetwork(sealers=1, period=1, data_dir=tmp_path / "net", watch=False) as network:
+        node = network.nodes[0]
+        assert node.p2p_port != taken.getsockname()[1]
+        assert "EADDRINUSE" in node.log_file.read_text(), "the first start did not meet the taken port"
+        assert network.wait_for_blocks(1) >= 3

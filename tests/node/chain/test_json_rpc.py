@@ -50,7 +50,9 @@ def test_community_contracts_are_deployed_and_used_over_http(served, artifacts):
     admin = keyring["admin"]
     community.registry.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
     community.registry.add_member(admin, keyring["faucet"].address, "member")
-    community.registry.register_meter(admin, Meter("M1", 4, keyring["faucet"].address, keyring["faucet"].address))
+    community.registry.register_meter(
+        admin, Meter("M1", 4, keyring["faucet"].address, keyring["faucet"].address)
+    )
     minute = client.w3.eth.get_block("latest")["timestamp"] // 60 - 1
     receipt = community.ledger.record_readings(
         keyring["gateway"], [Reading("M1", minute * 60, 2.5, 0.1, 0.97, -3)]
@@ -59,7 +61,9 @@ def test_community_contracts_are_deployed_and_used_over_http(served, artifacts):
     assert community.ledger.has_reading("M1", minute * 60)
     expect_revert(
         "DuplicateReading",
-        lambda: community.ledger.record_readings(keyring["gateway"], [Reading("M1", minute * 60, 1, 0, 1, 0)]),
+        lambda: community.ledger.record_readings(
+            keyring["gateway"], [Reading("M1", minute * 60, 1, 0, 1, 0)]
+        ),
     )
     logs = client.w3.eth.get_logs({"address": community.ledger.contract.address, "fromBlock": 0})
     assert len(logs) == 1 and logs[0]["topics"][1] == units.encode_id("M1")
