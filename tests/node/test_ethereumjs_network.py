@@ -165,7 +165,7 @@ def test_community_contracts_work_across_nodes(network, keyring, artifacts, comm
     )
 
     # readings for minutes already begun and a band for minutes still to come, by block time
-    minute = writer.w3.eth.get_block("latest")["timestamp"] // 60
+    minute = clock.minute_of(writer.latest_timestamp())
     slot = (minute - 1) // 15
     past = [m for m in range(minute - 3, minute) if m // 15 == slot] or [minute - 1]
     readings = [Reading("M01", clock.minute_start(m), 1.0 + i, 0.2, 0.99, -1.0) for i, m in enumerate(past)]
@@ -176,13 +176,13 @@ def test_community_contracts_work_across_nodes(network, keyring, artifacts, comm
     reader = ChainClient.connect(network.rpc_urls[1], artifacts)
     wait_for_block(reader, published["blockNumber"])
     read = Community(reader, deployment)
-    assert read.meter("M01").member == alice.address
-    assert read.flexibility("BAT01").p_high_kw == 5.0
-    assert all(read.has_reading("M01", reading.time) for reading in readings)
-    energy = read.slot_energy("M01", slot)
+    assert read.registry.meter("M01").member == alice.address
+    assert read.registry.flexibility("BAT01").p_high_kw == 5.0
+    assert all(read.ledger.has_reading("M01", reading.time) for reading in readings)
+    energy = read.ledger.slot_energy("M01", slot)
     assert energy.readings == len(readings)
     assert energy.active_kwh == pytest.approx(sum(1.0 + i for i in range(len(readings))) / 60)
-    in_force = read.band_at("BAT01", band.start)
+    in_force = read.limits.band_at("BAT01", band.start)
     assert (in_force.p_min_kw, in_force.p_max_kw, in_force.source) == (-2.0, 3.0, BandSource.OCM)
     for index in range(SEALERS):  # the same blocks everywhere
         for receipt in (recorded, published):
@@ -213,12 +213,12 @@ def test_chain_continues_after_a_sealer_stops(network, keyring, artifacts, commu
         ChainClient.connect(network.rpc_urls[remaining[1]], artifacts), community_state["deployment"]
     )
     dso = keyring.signer("dso").address
-    receipt = sender.grant_role(admin, Role.DSO, dso)
+    receipt = sender.registry.grant_role(admin, Role.DSO, dso)
     other = Community(
         ChainClient.connect(network.rpc_urls[remaining[0]], artifacts), community_state["deployment"]
     )
     wait_for_block(other.client, receipt["blockNumber"])
-    assert other.has_role(Role.DSO, dso)
+    assert other.registry.has_role(Role.DSO, dso)
     assert (
         network.block(remaining[0], receipt["blockNumber"])["hash"]
         == "0x" + bytes(receipt["blockHash"]).hex()
