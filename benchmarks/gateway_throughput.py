@@ -36,7 +36,8 @@ from contracts import clock  # noqa: E402
 from contracts.accounts import Keyring  # noqa: E402
 from contracts.build import build_contracts  # noqa: E402
 from contracts.client import ChainClient  # noqa: E402
-from contracts.community import Community, Role  # noqa: E402
+from contracts.community import Community  # noqa: E402
+from contracts.registry import Role  # noqa: E402
 from contracts.deploy import CommunityConfig, deploy_community  # noqa: E402
 from contracts.paths import PROJECT_ROOT  # noqa: E402
 from contracts.registry import Meter  # noqa: E402
