@@ -37,10 +37,9 @@ from contracts.accounts import Keyring  # noqa: E402
 from contracts.build import build_contracts  # noqa: E402
 from contracts.client import ChainClient  # noqa: E402
 from contracts.community import Community  # noqa: E402
-from contracts.registry import Role  # noqa: E402
 from contracts.deploy import CommunityConfig, deploy_community  # noqa: E402
 from contracts.paths import PROJECT_ROOT  # noqa: E402
-from contracts.registry import Meter  # noqa: E402
+from contracts.registry import Meter, Role  # noqa: E402
 from gateway.payload import sign_payload  # noqa: E402
 from gateway.service import GatewayService, MqttSettings, reading_topic  # noqa: E402
 from node.broker import EmbeddedBroker  # noqa: E402

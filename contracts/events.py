@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 from eth_utils import event_abi_to_log_topic
 from web3.contract.contract import Contract
 
+from contracts.client import ChainClient
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -53,7 +55,7 @@ class EventFollower(Generic[T]):
     """The ``event_names`` events of ``contract`` from ``from_block`` on, each delivered
     once per canonical block (again after a reorganisation), decoded by ``decode``."""
 
-    client: Any  # contracts.client.ChainClient (not imported: the client imports nothing of this)
+    client: ChainClient
     contract: Contract
     event_names: Sequence[str]
     from_block: int
