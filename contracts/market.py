@@ -17,7 +17,7 @@ from web3.types import TxReceipt
 
 from contracts import clock, units
 from contracts.binding import ContractBinding
-from contracts.client import Signer
+from contracts.client import ContractRevert, Signer
 from contracts.events import ChainEvent, EventFollower
 
 # The events an order book is built from (``contracts.orderbook``).
@@ -293,6 +293,11 @@ class EnergyMarket(ContractBinding):
         """What ``curtail`` would do now: (trades cut, open orders cancelled, done), without
         sending anything; (0, 0, True) when the schedule already fits the band."""
         return tuple(self._view("curtail", units.encode_id(flex_id), slot))
+
+    @staticmethod
+    def settlement_started(revert: ContractRevert) -> bool:
+        """Whether ``revert`` says the slot is already being settled (too late to curtail)."""
+        return revert.error == "SlotInSettlement"
 
     def curtail(self, caller: Signer, flex_id: str, slot: int) -> CurtailResult:
         """Bring ``flex_id``'s schedule in ``slot`` back inside its band (see docs/market.md)."""

@@ -80,28 +80,33 @@ class Curtailer:
                     return
                 outcome = market.curtail(self.caller, flex_id, slot)
             except ContractRevert as refusal:
-                if refusal.error != "SlotInSettlement":
+                if not market.settlement_started(refusal):  # then it is simply too late
                     log.warning("curtail %s in slot %d refused: %s", flex_id, slot, refusal)
                 return
             result.curtailments.extend(outcome.curtailments)
             result.cancelled_orders += len(outcome.closures)
-            curtailed_kwh = sum(c.curtailed_kwh for c in outcome.curtailments)
-            refund = sum(c.refund for c in outcome.curtailments)
-            log.info(
-                "slot %d: %s back inside its band: %d trades cut by %.3f kWh (refund %s tokens), "
-                "%d open orders cancelled",
-                slot,
-                flex_id,
-                len(outcome.curtailments),
-                curtailed_kwh,
-                refund,
-                len(outcome.closures),
-            )
+            log.info("slot %d: %s back inside its band: %s", slot, flex_id, _describe(outcome))
             if outcome.done:
                 return
         log.warning(
             "slot %d: %s still outside its band after %d curtail calls", slot, flex_id, MAX_CALLS_PER_SLOT
         )
+
+
+def _describe(outcome) -> str:
+    """``"2 trades cut by 1.250 kWh (refund 0.25 tokens), 1 open order cancelled"``."""
+    parts = []
+    if outcome.curtailments:
+        kwh = sum(c.curtailed_kwh for c in outcome.curtailments)
+        refund = sum(c.refund for c in outcome.curtailments)
+        count = len(outcome.curtailments)
+        parts.append(
+            f"{count} trade{'s' if count != 1 else ''} cut by {kwh:.3f} kWh (refund {refund} tokens)"
+        )
+    if outcome.closures:
+        count = len(outcome.closures)
+        parts.append(f"{count} open order{'s' if count != 1 else ''} cancelled")
+    return ", ".join(parts) or "nothing to cut"
 
 
 def _slots(clock, start: int, end: int) -> range:
