@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 CLIENT_VERSION = "lec-node/0.1.0/py-evm-clique"
 MAX_LOG_BLOCK_RANGE = 100_000
 MAX_BATCH = 1_000
+MAX_JSON_DEPTH = 64  # no JSON-RPC request nests deeper; CPython's parser would overflow the C stack
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 SUGGESTED_TIP = 1_000_000_000
 
 
@@ -72,6 +76,20 @@ def data(value: bytes) -> str:
 
 def address_out(value: bytes) -> str | None:
     return to_checksum_address(value) if value else None
+
+
+def _nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the arrays and objects of ``body`` nest deeper than ``limit`` (strings
+    skipped); checked before parsing, because py_ecc raises the recursion limit so far that
+    ``json.loads`` of 80,000 ``[`` crashes the process instead of raising."""
+    if body.count(b"[") + body.count(b"{") <= limit:  # every ordinary request
+        return False
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
 
 
 def parse_quantity(value: Any, name: str) -> int:
@@ -136,6 +154,10 @@ class JsonRpc:
 
     def handle(self, body: bytes | str) -> bytes | None:
         """Answer a raw request; None for a batch of notifications only."""
+        raw = body.encode() if isinstance(body, str) else body
+        if _nests_deeper_than(raw, MAX_JSON_DEPTH):
+            message = f"parse error: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            return self._encode(self._error(None, RpcError(-32700, message)))
         try:
             request = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:

@@ -150,6 +150,14 @@ def test_client_raises_typed_errors_for_refused_transactions(served, artifacts):
         ({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": ["0xzz", False]}, -32602),
         ({"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": [{"to": "0x12"}]}, -32602),
         ({"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": [1, 2]}, -32602),
+        (b"[" * 80_000, -32700),  # crashed the process before (py_ecc's recursion limit)
+        (
+            b'{"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": ['
+            + b"[" * 65
+            + b"]" * 66
+            + b"}",
+            -32700,
+        ),
     ],
 )
 def test_malformed_requests_get_json_rpc_errors_and_the_node_lives_on(served, payload, code):
