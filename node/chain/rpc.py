@@ -277,7 +277,7 @@ class JsonRpc:
     def _format_transaction(
         self, tx: SignedTransactionAPI, block: BlockAPI | None, index: int | None
     ) -> dict:
-        typed = hasattr(tx, "max_fee_per_gas")
+        typed = getattr(tx, "type_id", None) is not None  # py-evm's legacy ones have fee properties too
         base_fee = block.header.base_fee_per_gas if block is not None else None
         formatted = {
             "hash": data(tx.hash),
@@ -297,8 +297,10 @@ class JsonRpc:
             "r": quantity(tx.r),
             "s": quantity(tx.s),
             "type": quantity(tx.type_id or 0) if typed else "0x0",
-            "chainId": quantity(getattr(tx, "chain_id", None) or self.node.genesis.chain_id),
         }
+        chain_id = getattr(tx, "chain_id", None)  # None: a legacy transaction without EIP-155
+        if chain_id is not None:
+            formatted["chainId"] = quantity(chain_id)
         if typed:
             formatted.update(
                 maxFeePerGas=quantity(max_fee(tx)),

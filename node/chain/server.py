@@ -22,6 +22,7 @@ class _TrackingHTTPServer(ThreadingHTTPServer):
     kept-alive ones (HTTP/1.1 clients would otherwise keep being answered)."""
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog (socketserver's default of 5 refuses bursts)
 
     def __init__(self, *args, **kwargs):
         self.open_connections: set[socket.socket] = set()

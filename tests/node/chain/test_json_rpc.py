@@ -39,6 +39,7 @@ def signed_transfer(account, url, **overrides):
         "type": 2,
         **overrides,
     }
+    transaction = {key: value for key, value in transaction.items() if value is not None}
     return "0x" + bytes(account.sign_transaction(transaction).raw_transaction).hex()
 
 
@@ -213,3 +214,23 @@ def test_stopping_the_server_ends_kept_alive_connections():
             _ = w3.eth.block_number
     finally:
         chain.stop()
+
+
+def test_a_legacy_transaction_is_served_as_signed_so_a_client_can_recompute_hash_and_sender(served, funded):
+    import rlp
+    from eth_utils import keccak
+
+    _, url = served
+    signer = funded.account
+    raw = signed_transfer(signer, url, gasPrice=10**10, type=None, maxFeePerGas=None, maxPriorityFeePerGas=None)
+    tx_hash = rpc(url, "eth_sendRawTransaction", raw)["result"]
+    served_tx = rpc(url, "eth_getTransactionByHash", tx_hash)["result"]
+    chain_id = int(rpc(url, "eth_chainId")["result"], 16)
+    assert served_tx["type"] == "0x0" and "maxFeePerGas" not in served_tx and "yParity" not in served_tx
+    assert int(served_tx["v"], 16) in (2 * chain_id + 35, 2 * chain_id + 36)  # EIP-155
+    assert int(served_tx["chainId"], 16) == chain_id
+    fields = [int(served_tx[k], 16) for k in ("nonce", "gasPrice", "gas")]
+    fields += [bytes.fromhex(served_tx["to"][2:]), int(served_tx["value"], 16)]
+    fields += [bytes.fromhex(served_tx["input"][2:]), *(int(served_tx[k], 16) for k in ("v", "r", "s"))]
+    assert "0x" + keccak(rlp.encode(fields)).hex() == tx_hash
+    assert Account.recover_transaction(rlp.encode(fields)) == served_tx["from"] == signer.address
