@@ -222,7 +222,9 @@ def test_a_legacy_transaction_is_served_as_signed_so_a_client_can_recompute_hash
 
     _, url = served
     signer = funded.account
-    raw = signed_transfer(signer, url, gasPrice=10**10, type=None, maxFeePerGas=None, maxPriorityFeePerGas=None)
+    raw = signed_transfer(
+        signer, url, gasPrice=10**10, type=None, maxFeePerGas=None, maxPriorityFeePerGas=None
+    )
     tx_hash = rpc(url, "eth_sendRawTransaction", raw)["result"]
     served_tx = rpc(url, "eth_getTransactionByHash", tx_hash)["result"]
     chain_id = int(rpc(url, "eth_chainId")["result"], 16)
