@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 CLIENT_VERSION = "lec-node/0.1.0/py-evm-clique"
 MAX_LOG_BLOCK_RANGE = 100_000
 MAX_BATCH = 1_000
+FILTER_TIMEOUT_S = 300  # geth's: a filter nobody polls for five minutes is uninstalled
 MAX_JSON_DEPTH = 64  # no JSON-RPC request nests deeper; CPython's parser would overflow the C stack
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
@@ -139,8 +141,9 @@ def _params(params: Any, minimum: int, maximum: int, method: str) -> list:
 class JsonRpc:
     """JSON-RPC front of one ``PoaNode``."""
 
-    def __init__(self, node: PoaNode):
+    def __init__(self, node: PoaNode, clock: Callable[[], float] = time.monotonic):
         self.node = node
+        self._clock = clock  # filters not polled for FILTER_TIMEOUT_S are dropped, as geth does
         self._filters: dict[int, dict] = {}
         self._next_filter = 1
         self._filter_lock = threading.Lock()
@@ -728,14 +731,22 @@ class JsonRpc:
 
     def _new_filter(self, kind: str, criteria: dict | None) -> str:
         with self._filter_lock:
+            self._expire_filters()
             filter_id = self._next_filter
             self._next_filter += 1
             self._filters[filter_id] = {
                 "kind": kind,
                 "criteria": criteria,
                 "next_block": self.node.head.block_number + 1,
+                "polled_at": self._clock(),
             }
         return quantity(filter_id)
+
+    def _expire_filters(self) -> None:
+        """Drop the filters nobody polled for ``FILTER_TIMEOUT_S`` (the caller holds the lock)."""
+        oldest = self._clock() - FILTER_TIMEOUT_S
+        for filter_id in [i for i, f in self._filters.items() if f["polled_at"] < oldest]:
+            del self._filters[filter_id]
 
     def rpc_eth_newFilter(self, params):
         (raw,) = _params(params, 1, 1, "eth_newFilter")
@@ -755,7 +766,10 @@ class JsonRpc:
     def _filter(self, raw_id: Any) -> tuple[int, dict]:
         filter_id = parse_quantity(raw_id, "filter id")
         with self._filter_lock:
+            self._expire_filters()
             found = self._filters.get(filter_id)
+            if found is not None:
+                found["polled_at"] = self._clock()
         if found is None:
             raise RpcError(-32000, "filter not found")
         return filter_id, found

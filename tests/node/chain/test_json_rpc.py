@@ -236,3 +236,21 @@ def test_a_legacy_transaction_is_served_as_signed_so_a_client_can_recompute_hash
     fields += [bytes.fromhex(served_tx["input"][2:]), *(int(served_tx[k], 16) for k in ("v", "r", "s"))]
     assert "0x" + keccak(rlp.encode(fields)).hex() == tx_hash
     assert Account.recover_transaction(rlp.encode(fields)) == served_tx["from"] == signer.address
+
+
+def test_a_filter_nobody_polls_for_five_minutes_is_uninstalled():
+    from node.chain.rpc import FILTER_TIMEOUT_S, JsonRpc
+
+    chain = open_embedded_chain(None, period=1)
+    now = [1_000.0]
+    try:
+        api = JsonRpc(chain.node, clock=lambda: now[0])
+        kept, dropped = api.rpc_eth_newBlockFilter([]), api.rpc_eth_newBlockFilter([])
+        now[0] += FILTER_TIMEOUT_S - 1
+        api.rpc_eth_getFilterChanges([kept])  # polling keeps a filter alive
+        now[0] += 2
+        api.rpc_eth_getFilterChanges([kept])
+        with pytest.raises(Exception, match="filter not found"):
+            api.rpc_eth_getFilterChanges([dropped])
+    finally:
+        chain.stop()
