@@ -23,6 +23,32 @@ ESTIMATE_TOLERANCE = 0.015  # stop bisecting when the bracket is within 1.5 % (a
 
 
 @dataclass(frozen=True)
+class AccountOverride:
+    """geth's state override of one account for a simulation (``eth_call``'s third
+    parameter): what is given replaces the account's value; ``storage`` replaces all of its
+    storage, ``storage_diff`` only the slots it names."""
+
+    address: Address
+    balance: int | None = None
+    nonce: int | None = None
+    code: bytes | None = None
+    storage: dict[int, int] | None = None
+    storage_diff: dict[int, int] | None = None
+
+    def apply(self, state) -> None:
+        if self.balance is not None:
+            state.set_balance(self.address, self.balance)
+        if self.nonce is not None:
+            state.set_nonce(self.address, self.nonce)
+        if self.code is not None:
+            state.set_code(self.address, self.code)
+        if self.storage is not None:
+            state.delete_storage(self.address)
+        for slot, value in {**(self.storage or {}), **(self.storage_diff or {})}.items():
+            state.set_storage(self.address, slot, value)
+
+
+@dataclass(frozen=True)
 class CallRequest:
     """A transaction to simulate; missing fields take the usual defaults."""
 
@@ -32,6 +58,7 @@ class CallRequest:
     value: int = 0
     gas: int | None = None
     nonce: int | None = None
+    overrides: tuple[AccountOverride, ...] = ()
 
 
 class ExecutionReverted(Exception):
@@ -48,12 +75,14 @@ class ExecutionFailed(Exception):
 
 def _run(chain: Chain, header: BlockHeaderAPI, request: CallRequest, gas: int) -> ComputationAPI:
     vm = vm_for_simulation(chain, header)
-    nonce = request.nonce if request.nonce is not None else vm.state.get_nonce(request.sender)
-    unsigned = vm.create_unsigned_transaction(
-        nonce=nonce, gas_price=0, gas=gas, to=request.to or b"", value=request.value, data=request.data
-    )
-    transaction = SpoofTransaction(unsigned, from_=request.sender)
     with vm.in_costless_state() as state:
+        for override in request.overrides:
+            override.apply(state)
+        nonce = request.nonce if request.nonce is not None else state.get_nonce(request.sender)
+        unsigned = vm.create_unsigned_transaction(
+            nonce=nonce, gas_price=0, gas=gas, to=request.to or b"", value=request.value, data=request.data
+        )
+        transaction = SpoofTransaction(unsigned, from_=request.sender)
         try:
             return state.costless_execute_transaction(transaction)
         except ValidationError as error:

@@ -28,7 +28,7 @@ from eth_utils import is_hex, to_canonical_address, to_checksum_address
 
 from node.chain import execution
 from node.chain.consensus import sorted_signers, state_at
-from node.chain.execution import CallRequest, ExecutionFailed, ExecutionReverted
+from node.chain.execution import AccountOverride, CallRequest, ExecutionFailed, ExecutionReverted
 from node.chain.node import PoaNode
 from node.chain.txpool import TransactionRejected, max_fee, max_tip
 
@@ -92,6 +92,49 @@ def _nests_deeper_than(body: bytes, limit: int) -> bool:
         if depth > limit:
             return True
     return False
+
+
+OVERRIDE_FIELDS = {"balance", "nonce", "code", "state", "stateDiff"}
+
+
+def _state_overrides(raw: Any) -> tuple[AccountOverride, ...]:
+    """geth's state override set (address → balance, nonce, code, state, stateDiff)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise invalid_params("the state override set must be an object keyed by address")
+    found = []
+    for address, fields in raw.items():
+        if not isinstance(fields, dict) or set(fields) - OVERRIDE_FIELDS:
+            unknown = sorted(set(fields) - OVERRIDE_FIELDS) if isinstance(fields, dict) else fields
+            raise invalid_params(f"state override of {address}: unknown or malformed fields {unknown}")
+        if fields.get("state") is not None and fields.get("stateDiff") is not None:
+            raise invalid_params(f"state override of {address}: give state or stateDiff, not both")
+
+        def slots(name: str, fields=fields, address=address) -> dict[int, int] | None:
+            value = fields.get(name)
+            if value is None:
+                return None
+            if not isinstance(value, dict):
+                raise invalid_params(f"state override of {address}: {name} must map slots to values")
+            return {
+                int.from_bytes(parse_data(slot, f"{name} slot"), "big"): int.from_bytes(
+                    parse_data(word, f"{name} value"), "big"
+                )
+                for slot, word in value.items()
+            }
+
+        found.append(
+            AccountOverride(
+                address=parse_address(address, "state override address"),
+                balance=parse_quantity(fields["balance"], "balance") if "balance" in fields else None,
+                nonce=parse_quantity(fields["nonce"], "nonce") if "nonce" in fields else None,
+                code=parse_data(fields["code"], "code") if "code" in fields else None,
+                storage=slots("state"),
+                storage_diff=slots("stateDiff"),
+            )
+        )
+    return tuple(found)
 
 
 def parse_quantity(value: Any, name: str) -> int:
@@ -505,11 +548,12 @@ class JsonRpc:
 
     # ------------------------------------------------------- calls and sends
 
-    def _call_request(self, raw: Any) -> CallRequest:
+    def _call_request(self, raw: Any, overrides: Any = None) -> CallRequest:
         if not isinstance(raw, dict):
             raise invalid_params("the transaction must be an object")
         payload = raw.get("input", raw.get("data"))
         return CallRequest(
+            overrides=_state_overrides(overrides),
             sender=parse_address(raw["from"], "from") if raw.get("from") else Address(b"\x00" * 20),
             to=parse_address(raw["to"], "to") if raw.get("to") else None,
             data=parse_data(payload, "input") if payload is not None else b"",
@@ -540,8 +584,8 @@ class JsonRpc:
 
     def _simulate(self, params, method: str, run):
         """Run ``run(chain, header, request)`` for a call request at the requested block."""
-        raw, block_id = _params(params, 1, 3, method)[:2]
-        request = self._call_request(raw)
+        raw, block_id, overrides = (*_params(params, 1, 3, method), None, None)[:3]
+        request = self._call_request(raw, overrides)
         with self.node.lock:
             header = self._header_at(block_id)
             try:

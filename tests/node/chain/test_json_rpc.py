@@ -254,3 +254,22 @@ def test_a_filter_nobody_polls_for_five_minutes_is_uninstalled():
             api.rpc_eth_getFilterChanges([dropped])
     finally:
         chain.stop()
+
+
+def test_eth_call_applies_state_overrides_like_geth(served):
+    _, url = served
+    target = "0x" + "ab" * 20
+    returns_slot_0 = "0x60005460005260206000f3"  # SLOAD(0), return it
+    returns_own_balance = "0x303160005260206000f3"  # BALANCE(ADDRESS), return it
+    call = {"to": target, "data": "0x"}
+    word = "0x" + "00" * 31 + "2a"
+    override = {target: {"code": returns_slot_0, "state": {"0x" + "00" * 32: word}}}
+    assert int(rpc(url, "eth_call", call, "latest", override)["result"], 16) == 42
+    override = {target: {"code": returns_slot_0, "stateDiff": {"0x" + "00" * 32: word}}}
+    assert int(rpc(url, "eth_call", call, "latest", override)["result"], 16) == 42
+    override = {target: {"code": returns_own_balance, "balance": "0x1234"}}
+    assert int(rpc(url, "eth_call", call, "latest", override)["result"], 16) == 0x1234
+    assert rpc(url, "eth_call", call, "latest")["result"] == "0x"  # nothing stayed behind
+    for bad in ({target: {"codes": "0x00"}}, {target: "0x00"}, ["0x00"]):
+        answer = rpc(url, "eth_call", call, "latest", bad)
+        assert answer["error"]["code"] == -32602, answer
