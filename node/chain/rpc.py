@@ -741,12 +741,17 @@ class JsonRpc:
         return all(wanted is None or any(t in bloom for t in wanted) for wanted in criteria["topics"])
 
     def _logs_in_range(self, criteria: dict, first: int, last: int) -> list[dict]:
+        """Matching logs of the canonical blocks ``first..last``. The node's lock is taken
+        per block, not for the whole range, so a long query never stops block production
+        (call it without holding the lock)."""
         logs = []
         for number in range(first, last + 1):
-            header = self.chain.get_canonical_block_header_by_number(number)
-            if not self._bloom_may_match(header, criteria):
-                continue
-            for receipt in self._receipts(self._block(header)):
+            with self.node.lock:
+                header = self.chain.get_canonical_block_header_by_number(number)
+                if not self._bloom_may_match(header, criteria):
+                    continue
+                receipts = self._receipts(self._block(header))
+            for receipt in receipts:
                 logs.extend(entry for entry in receipt["logs"] if self._matches(entry, criteria))
         return logs
 
@@ -771,7 +776,7 @@ class JsonRpc:
                 receipts = self._receipts(self._block(header))
                 return [e for r in receipts for e in r["logs"] if self._matches(e, criteria)]
             first, last = self._range(criteria)
-            return self._logs_in_range(criteria, first, last)
+        return self._logs_in_range(criteria, first, last)
 
     def _new_filter(self, kind: str, criteria: dict | None) -> str:
         with self._filter_lock:
@@ -831,7 +836,7 @@ class JsonRpc:
             last = head
             if criteria["toBlock"] not in (None, "latest", "pending"):
                 last = min(head, self._header_at(criteria["toBlock"]).block_number)
-            return self._logs_in_range(criteria, first, last) if first <= last else []
+        return self._logs_in_range(criteria, first, last) if first <= last else []
 
     def rpc_eth_getFilterLogs(self, params):
         (raw_id,) = _params(params, 1, 1, "eth_getFilterLogs")
@@ -840,7 +845,7 @@ class JsonRpc:
             raise RpcError(-32000, "filter is not a log filter")
         with self.node.lock:
             first, last = self._range(found["criteria"])
-            return self._logs_in_range(found["criteria"], first, last)
+        return self._logs_in_range(found["criteria"], first, last)
 
     def rpc_eth_uninstallFilter(self, params):
         (raw_id,) = _params(params, 1, 1, "eth_uninstallFilter")

@@ -273,3 +273,27 @@ def test_eth_call_applies_state_overrides_like_geth(served):
     for bad in ({target: {"codes": "0x00"}}, {target: "0x00"}, ["0x00"]):
         answer = rpc(url, "eth_call", call, "latest", bad)
         assert answer["error"]["code"] == -32602, answer
+
+
+def test_eth_get_logs_lets_go_of_the_node_between_blocks(served):
+    """A long log query must not stop block production: the node's lock is taken per block."""
+    chain, url = served
+    head = int(rpc(url, "eth_blockNumber")["result"], 16)
+    real_lock, entries = chain.node.lock, []
+
+    class CountingLock:
+        def __enter__(self):
+            real_lock.acquire()
+            entries.append(1)
+
+        def __exit__(self, *exc):
+            real_lock.release()
+
+    chain.node.lock = CountingLock()
+    try:
+        addresses = ["0x" + f"{i:040x}" for i in range(2_000)]
+        answer = rpc(url, "eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(head), "address": addresses})
+    finally:
+        chain.node.lock = real_lock
+    assert answer["result"] == []
+    assert len(entries) >= head + 1, "one short hold per block, not one for the whole range"
