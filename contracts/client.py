@@ -12,6 +12,7 @@ import ast
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import function_abi_to_4byte_selector, to_checksum_address
 from web3 import Web3
 from web3.contract.contract import Contract, ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
 from web3.logs import DISCARD
 from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import TxReceipt
@@ -163,7 +164,12 @@ def _bytes_literal_in(text: str) -> bytes | None:
 class ChainClient:
     """web3 plus signing, nonce tracking, gas estimation and error decoding."""
 
-    def __init__(self, w3: Web3, artifacts: dict[str, ContractArtifact] | None = None):
+    def __init__(
+        self, w3: Web3, artifacts: dict[str, ContractArtifact] | None = None, confirmations: int = 0
+    ):
+        """``confirmations``: blocks that must follow a transaction's block before ``wait``
+        returns its receipt (re-read then, so a transaction a reorganisation moved or dropped
+        is waited for again); 0 returns at the first receipt, enough on a single sealer."""
         if "poa_extradata" not in w3.middleware_onion:  # clique blocks carry 97+ bytes of extraData
             w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0, name="poa_extradata")
         self.w3 = w3
@@ -173,14 +179,17 @@ class ChainClient:
         self._names: dict[str, str] = {}
         self._nonces: dict[str, int] = {}
         self._nonce_lock = threading.Lock()
+        self.confirmations = confirmations
 
     @classmethod
-    def connect(cls, rpc_url: str, artifacts: dict[str, ContractArtifact] | None = None) -> ChainClient:
+    def connect(
+        cls, rpc_url: str, artifacts: dict[str, ContractArtifact] | None = None, confirmations: int = 0
+    ) -> ChainClient:
         """A client for the JSON-RPC endpoint at ``rpc_url`` (``http://host:port``)."""
         w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 60}))
         if not w3.is_connected():
             raise ChainError(f"no Ethereum JSON-RPC node answers at {rpc_url}")
-        return cls(w3, artifacts)
+        return cls(w3, artifacts, confirmations)
 
     @property
     def chain_id(self) -> int:
@@ -290,9 +299,27 @@ class ChainClient:
             raise ChainError(
                 f"{where}: no receipt for 0x{tx_hash.hex()} after {RECEIPT_TIMEOUT_S} s"
             ) from error
+        if self.confirmations:
+            receipt = self._confirmed(tx_hash, receipt, where)
         if receipt["status"] != 1:
             raise self._replay_failure(receipt, where)
         return receipt
+
+    def _confirmed(self, tx_hash: bytes, receipt: TxReceipt, where: str) -> TxReceipt:
+        """The receipt once ``confirmations`` blocks follow its block on the canonical chain."""
+        deadline = time.monotonic() + RECEIPT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.w3.eth.block_number >= receipt["blockNumber"] + self.confirmations:
+                try:
+                    again = self.w3.eth.get_transaction_receipt(tx_hash)
+                except TransactionNotFound:  # dropped with its block: wait for it to be mined again
+                    again = None
+                if again is not None and again["blockHash"] == receipt["blockHash"]:
+                    return again
+                if again is not None:  # mined again in another block: count from there
+                    receipt = again
+            time.sleep(0.1)
+        raise ChainError(f"{where}: 0x{tx_hash.hex()} not confirmed by {self.confirmations} blocks")
 
     def send_ether(self, signer: Signer, to: str, wei: int, fees: dict[str, int] | None = None) -> bytes:
         """Sign and send a plain value transfer; returns the hash without waiting.

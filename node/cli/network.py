@@ -58,6 +58,9 @@ examples:
 """
 
 
+CONFIRMATIONS = 2  # several sealers reorganise short branches: the demo builds on settled blocks
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "network",
@@ -207,7 +210,7 @@ def _demo(network, keyring, stop: threading.Event) -> None:
     admin, gateway, ocm, alice = (keyring[name] for name in ("admin", "gateway", "ocm", "alice"))
     first_block = network.height(0)
     try:
-        writer = ChainClient.connect(network.rpc_urls[0], artifacts)
+        writer = ChainClient.connect(network.rpc_urls[0], artifacts, confirmations=CONFIRMATIONS)
         step(f"deploying the community contracts through node 0 ({network.rpc_urls[0]}) ...")
         deployment = deploy_community(writer, admin, CommunityConfig(name="EthereumJS demo community"))
         for name, address in deployment.addresses.items():
@@ -252,7 +255,9 @@ def _demo(network, keyring, stop: threading.Event) -> None:
         after = network.height(0)
         head = network.wait_for_blocks(2 * len(network.nodes), index=0)
         step(f"blocks {after + 1}..{head} sealed by {_tally(network, 0, range(after + 1, head + 1))}")
-        sender = Community(ChainClient.connect(network.rpc_urls[1], artifacts), deployment)
+        sender = Community(
+            ChainClient.connect(network.rpc_urls[1], artifacts, confirmations=CONFIRMATIONS), deployment
+        )
         receipt = sender.registry.grant_role(admin, Role.DSO, keyring["dso"].address)
         watcher = Community(ChainClient.connect(network.rpc_urls[0], artifacts), deployment)
         _wait(lambda: watcher.client.w3.eth.block_number >= receipt["blockNumber"], "node 0 to catch up")

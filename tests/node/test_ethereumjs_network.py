@@ -40,6 +40,7 @@ needs_ethereumjs = pytest.mark.skipif(
 PERIOD = 2
 SEALERS = 3
 STOPPED = 2  # the sealer taken down in the last test
+CONFIRMATIONS = 2  # several sealers reorganise short branches: build on settled blocks only
 ACCOUNTS = ("admin", "gateway", "ocm", "alice", "meter-M01")
 
 
@@ -152,7 +153,7 @@ def test_three_clients_peer_and_seal_in_turn(network, keyring):
 @needs_ethereumjs
 def test_community_contracts_work_across_nodes(network, keyring, artifacts, community_state):
     admin, gateway, ocm, alice = (keyring[name] for name in ("admin", "gateway", "ocm", "alice"))
-    writer = ChainClient.connect(network.rpc_urls[0], artifacts)
+    writer = ChainClient.connect(network.rpc_urls[0], artifacts, confirmations=CONFIRMATIONS)
     deployment = deploy_community(writer, admin, CommunityConfig(name="EthereumJS network", slot_minutes=15))
     assert deployment.chain_id == CHAIN_ID
     community = Community(writer, deployment)
@@ -210,7 +211,8 @@ def test_chain_continues_after_a_sealer_stops(network, keyring, artifacts, commu
     # a transaction sent to one remaining node is mined and seen by the other
     admin = keyring["admin"]
     sender = Community(
-        ChainClient.connect(network.rpc_urls[remaining[1]], artifacts), community_state["deployment"]
+        ChainClient.connect(network.rpc_urls[remaining[1]], artifacts, confirmations=CONFIRMATIONS),
+        community_state["deployment"],
     )
     dso = keyring.signer("dso").address
     receipt = sender.registry.grant_role(admin, Role.DSO, dso)

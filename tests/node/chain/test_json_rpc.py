@@ -297,3 +297,13 @@ def test_eth_get_logs_lets_go_of_the_node_between_blocks(served):
         chain.node.lock = real_lock
     assert answer["result"] == []
     assert len(entries) >= head + 1, "one short hold per block, not one for the whole range"
+
+
+def test_a_client_asking_for_confirmations_gets_receipts_of_settled_blocks_only(served, artifacts):
+    chain, url = served
+    client = ChainClient.connect(url, artifacts, confirmations=2)
+    receipt = client.transfer_ether(chain.keyring["faucet"], "0x" + "33" * 20, 1)
+    assert receipt["status"] == 1
+    assert client.w3.eth.block_number >= receipt["blockNumber"] + 2
+    canonical = client.w3.eth.get_block(receipt["blockNumber"])["hash"]
+    assert receipt["blockHash"] == canonical
