@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
 import {CommunityTime} from "./CommunityTime.sol";
 import {ICommunityErrors} from "./ICommunityErrors.sol";
@@ -10,36 +8,56 @@ import {ICommunityRegistry} from "./ICommunityRegistry.sol";
 import {IEnergyMarket} from "./IEnergyMarket.sol";
 import {IMarketLimits} from "./IMarketLimits.sol";
 import {IMarketRegistry} from "./IMarketRegistry.sol";
+import {IMarketVault} from "./IMarketVault.sol";
 
-/// @title P2P energy market: orders per delivery slot, matching, escrow, band enforcement
+/// @title P2P energy market: orders per delivery slot, matching, deposits, band enforcement
 /// @notice Members buy and sell energy for a delivery slot, each order tied to one of their
-/// meters or flexibilities. Buyers' money is escrowed in the community token when the order
-/// is placed (members approve the market) and refunded on cancel, expiry or curtailment.
-/// Trades stay in escrow until the settlement takes each seller's position after delivery.
+/// meters or flexibilities. An order locks part of its owner's deposit in the settlement
+/// (`IMarketVault`): a buy its value at the limit price, a sell its collateral at the
+/// slot's import price (what non-delivery costs). Locks are released on cancel, expiry and
+/// curtailment; trades keep theirs until the settlement takes each position.
 ///
-/// For an order tied to a flexibility the schedule may not leave the flexibility's tightest
-/// band of the slot (`CapacityLimits.tightestBand`), judged conservatively: a buy must keep
+/// Bands bind flexibilities, fail-closed: a flexibility trades a slot only when a band is
+/// published for every minute of it, and its schedule may not leave the slot's tightest
+/// band (`CapacityLimits.tightestBand`), judged conservatively: a buy must keep
 /// `matched net + open buys + quantity ≤ P_max`, a sell `matched net − open sells − quantity
-/// ≥ P_min` (energy converted to average power over the slot). When a band tightens after
-/// matching, `curtail` cuts the flexibility's latest trades until the schedule fits and
-/// cancels its latest open orders until they fit too.
+/// ≥ P_min` (energy converted to average power over the slot). A meter that measures a
+/// flexibility cannot trade in its place. A band tightened after matching is enforced by
+/// `curtail` (anyone, any time before finalization) and, for every flexibility that traded,
+/// by `finalizeSlot` after gate closure: the settlement takes no position before it, so no
+/// trade becomes final outside the band in force.
 ///
-/// Gas is bounded: an incoming order visits at most `MAX_VISITS_PER_ORDER` resting orders,
-/// a slot holds at most `MAX_OPEN_PER_SIDE` open orders per side, `curtail` and
-/// `expireOrders` do at most `MAX_STEPS_PER_CALL` steps per call. Each side of a slot's book
-/// is a doubly linked list sorted by price, then time; inserting takes a hint (an open order
-/// the new one goes behind, from `insertionHint`) and walks forward from it.
+/// No member can deny others a slot: each member holds at most `MAX_OPEN_PER_MEMBER` open
+/// orders per slot; orders are at least `MIN_QUANTITY_WH` and priced on `PRICE_TICK`; a full
+/// book side takes a better-priced order by displacing its worst one; an incoming order
+/// visits at most `MAX_VISITS_PER_ORDER` resting orders, not counting the at most
+/// `MAX_ALL_OR_NONE_PER_SIDE` all-or-none orders it skips; an order that would trade with
+/// its owner's own open order is refused.
+///
+/// Gas is bounded: `curtail`, `expireOrders` and `finalizeSlot` do at most
+/// `MAX_STEPS_PER_CALL` steps per call. Each side of a slot's book is a doubly linked list
+/// sorted by price, then time; inserting takes a hint (an open order the new one goes
+/// behind, from `insertionHint`) and walks forward from it.
 contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
-    using SafeERC20 for IERC20;
-
-    /// @notice Most resting orders an incoming order visits (matched, skipped or cancelled).
+    /// @notice Most resting orders an incoming order visits (matched or cancelled).
     uint256 public constant MAX_VISITS_PER_ORDER = 16;
     /// @notice Most open orders per slot and side.
-    uint256 public constant MAX_OPEN_PER_SIDE = 50;
+    uint256 public constant MAX_OPEN_PER_SIDE = 200;
+    /// @notice Most open orders of one member in one slot (both sides).
+    uint256 public constant MAX_OPEN_PER_MEMBER = 8;
+    /// @notice Most resting all-or-none orders per slot and side.
+    uint256 public constant MAX_ALL_OR_NONE_PER_SIDE = 8;
     /// @notice Most trades curtailed plus orders cancelled or expired per call.
     uint256 public constant MAX_STEPS_PER_CALL = 32;
+    /// @notice Smallest order quantity (10 Wh).
+    uint256 public constant MIN_QUANTITY_WH = 10;
     /// @notice Largest order quantity (1 GWh).
     uint256 public constant MAX_QUANTITY_WH = 1_000_000_000;
+    /// @notice Limit prices are multiples of this (token units per kWh: 1e-6 token at 18 decimals).
+    uint256 public constant PRICE_TICK = 1e12;
+    /// @notice Orders are taken for slots that start within this many minutes (one day), so
+    /// a slot's collateral price is known when it is traded (price changes need longer notice).
+    uint32 public constant ORDER_HORIZON_MINUTES = uint32(CommunityTime.MINUTES_PER_DAY);
     /// @notice Longest gate-closure lead time (one day).
     uint32 public constant MAX_GATE_CLOSURE_MINUTES = uint32(CommunityTime.MINUTES_PER_DAY);
 
@@ -47,8 +65,6 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     /// @inheritdoc IEnergyMarket
     uint32 public immutable slotMinutes;
-    /// @notice The community token in which orders are escrowed.
-    IERC20 public immutable token;
     /// @notice Where bands are read.
     IMarketLimits public immutable limits;
 
@@ -60,17 +76,18 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     uint32 public orderCount;
     /// @notice Number of trades; trade ids are 1..tradeCount.
     uint32 public tradeCount;
-    /// @notice The settlement contract that takes positions after delivery.
+    /// @notice True while new orders are stopped (cancelling and withdrawing still work).
+    bool public paused;
+    /// @notice The settlement: it holds the deposits and takes positions after delivery.
     address public settlement;
 
     /// @dev Per flexibility and slot: the schedule and, per side, trade ids and resting
     /// order ids in the order they happened (curtailment takes the latest first).
     struct FlexSlot {
         Schedule schedule;
+        bool traded;
         uint32[] buyTrades;
         uint32[] sellTrades;
-        uint32[] buyOrders;
-        uint32[] sellOrders;
     }
 
     mapping(uint32 orderId => Order) private _orders;
@@ -78,25 +95,19 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     mapping(uint32 slot => SlotBook) private _books;
     mapping(address member => mapping(uint32 slot => Position)) private _positions;
     mapping(bytes32 flexibility => mapping(uint32 slot => FlexSlot)) private _flexSlots;
+    mapping(uint32 slot => bytes32[] flexibilities) private _tradedFlexibilities;
+    mapping(address member => mapping(uint32 slot => uint32[] orderIds)) private _memberOrders;
 
     /// @param registry_ The community registry (roles, assets, slot length).
     /// @param limits_ The capacity limits (bands).
-    /// @param token_ The community token.
     /// @param mode How the market clears.
     /// @param gateClosureMinutes_ Lead time of gate closure before a slot starts.
-    constructor(
-        ICommunityRegistry registry_,
-        IMarketLimits limits_,
-        IERC20 token_,
-        ClearingMode mode,
-        uint32 gateClosureMinutes_
-    ) CommunityRoleGuard(registry_) {
-        if (address(limits_) == address(0) || address(token_) == address(0)) {
-            revert ICommunityErrors.ZeroAddress();
-        }
+    constructor(ICommunityRegistry registry_, IMarketLimits limits_, ClearingMode mode, uint32 gateClosureMinutes_)
+        CommunityRoleGuard(registry_)
+    {
+        if (address(limits_) == address(0)) revert ICommunityErrors.ZeroAddress();
         slotMinutes = registry_.slotMinutes();
         limits = limits_;
-        token = token_;
         _setClearingMode(mode);
         _setGateClosure(gateClosureMinutes_);
     }
@@ -116,7 +127,15 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         _setGateClosure(leadMinutes);
     }
 
-    /// @notice Name the settlement contract that may take positions (once).
+    /// @notice Stop (`true`) or resume new orders; cancelling, expiry, curtailment,
+    /// settlement and withdrawals go on while paused.
+    /// @dev Requirements: caller has the market-operator role.
+    function setPaused(bool paused_) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
+        paused = paused_;
+        emit PausedSet(paused_);
+    }
+
+    /// @notice Name the settlement contract that holds deposits and takes positions (once).
     /// @dev Requirements: caller has the admin role; `settlement_` not zero; none bound yet.
     function bindSettlement(address settlement_) external onlyCommunityRole(DEFAULT_ADMIN_ROLE) {
         if (settlement_ == address(0)) revert ICommunityErrors.ZeroAddress();
@@ -132,18 +151,25 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     /// @param hint An open order of the same slot and side the new order would rest behind
     /// (`insertionHint`); 0 or a stale hint makes the contract search from the best order.
     /// @return orderId The new order's id.
-    /// @dev Requirements: caller has the member role and owns the active asset; quantity in
-    /// 1..MAX_QUANTITY_WH; price > 0; the clearing mode offers the time in force (and an
-    /// auction slot was not cleared yet); the slot's gate is open; a buyer approved the market
-    /// for `escrowFor(quantity, price)`; a flexibility's schedule stays inside its band; the
-    /// book side is not full if it rests; a fill-or-kill order fills entirely.
+    /// @dev Requirements: caller has the member role and owns the active asset (a meter
+    /// that measures no flexibility, or a flexibility); the market is not paused; quantity in
+    /// MIN_QUANTITY_WH..MAX_QUANTITY_WH; price a positive multiple of PRICE_TICK; the
+    /// clearing mode offers the time in force (and an auction slot was not cleared yet); the
+    /// slot's gate is open and the slot starts within the order horizon; the caller holds
+    /// fewer than MAX_OPEN_PER_MEMBER open orders in the slot, none that this order would
+    /// trade with; its free deposit covers `lockFor(quantity, lockPrice)`; a flexibility has a
+    /// band published for the slot and its schedule stays inside it; a resting order fits
+    /// the book; a fill-or-kill order fills entirely.
     function placeOrder(OrderRequest calldata request, uint32 hint)
         external
         onlyCommunityRole(MEMBER_ROLE)
         returns (uint32 orderId)
     {
+        if (paused) revert MarketPaused();
+        if (settlement == address(0)) revert SettlementNotBound();
         _checkRequest(request);
-        _checkAssetOwner(request.assetKind, request.asset, msg.sender);
+        _checkAsset(request.assetKind, request.asset, msg.sender);
+        _checkMemberOrders(msg.sender, request);
         orderId = _storeOrder(request);
         if (request.assetKind == AssetKind.Flexibility) {
             _admit(request.asset, request.slot, request.side, request.quantityWh);
@@ -155,7 +181,7 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         }
     }
 
-    /// @notice Cancel open order `orderId` and refund what it still escrows.
+    /// @notice Cancel open order `orderId` and unlock what it still locks.
     /// @dev Requirements: caller owns the order; it is open; in auction mode the slot's gate is open.
     function cancelOrder(uint32 orderId) external {
         Order storage found = _orders[orderId];
@@ -166,8 +192,22 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         _close(orderId, CloseReason.Cancelled);
     }
 
+    /// @notice Take off the book an open order whose owner is no longer a member or whose
+    /// asset is no longer active; its lock returns to the owner's deposit.
+    /// @dev Requirements: caller has the market-operator role; the order is open and no
+    /// longer valid.
+    function removeOrder(uint32 orderId) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
+        Order storage found = _orders[orderId];
+        if (found.status != OrderStatus.Open) revert OrderNotOpen(orderId, found.status);
+        (address owner, bool active) = _assetOwner(found.assetKind, found.asset);
+        if (active && owner == found.owner && registry.hasRole(MEMBER_ROLE, found.owner)) {
+            revert OrderStillValid(orderId);
+        }
+        _close(orderId, CloseReason.Removed);
+    }
+
     /// @notice Close up to `MAX_STEPS_PER_CALL` open orders of `slot` after its gate closed
-    /// (continuous mode), best bids first, then best asks; refunds buyers.
+    /// (continuous mode), best bids first, then best asks; unlocks their deposits.
     /// @return expired Number of orders closed.
     /// @dev Requirements: continuous mode; the slot's gate has closed. Anyone may call.
     function expireOrders(uint32 slot) external returns (uint256 expired) {
@@ -186,15 +226,17 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     // ----------------------------------------------------------------------- auction
 
-    /// @notice Clear the call auction of `slot` at a uniform price: the best bids meet the
-    /// best asks while bid ≥ ask; the price is the midpoint of the last matched bid and ask
-    /// (rounded down); every buyer pays it and is refunded the rest of its escrow; orders not
-    /// matched (or not fully) are closed and refunded. A match that would push a flexibility
-    /// past its current band cancels that order instead.
+    /// @notice Clear the call auction of `slot` at one price for all: the price that
+    /// maximises the matched volume; among those, the one that leaves the least volume
+    /// unmatched; if several remain, the midpoint of the lowest and highest (rounded down).
+    /// Bids at or above it meet asks at or below it in price-time priority; every buyer pays
+    /// the clearing price and gets the rest of its lock back; orders not matched (or not
+    /// fully) are closed and unlocked. Bands tightened since admission are enforced when the
+    /// slot is finalized.
     /// @return price The clearing price (0 when nothing matched).
     /// @return volumeWh Energy traded.
-    /// @dev Requirements: call-auction mode; the slot's gate has closed; not cleared before;
-    /// settlement of the slot has not started. Anyone may call.
+    /// @dev Requirements: call-auction mode; the slot's gate has closed; not cleared or
+    /// finalized before. Anyone may call.
     function clearAuction(uint32 slot) external returns (uint96 price, uint256 volumeWh) {
         if (clearingMode != ClearingMode.CallAuction) {
             revert WrongClearingMode(ClearingMode.CallAuction, clearingMode);
@@ -202,127 +244,83 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         _requireGateClosed(slot);
         SlotBook storage slotBook = _books[slot];
         if (slotBook.auctionCleared) revert AuctionAlreadyCleared(slot);
-        if (slotBook.settling) revert SlotInSettlement(slot);
         slotBook.auctionCleared = true;
-
-        uint256 capacity = uint256(slotBook.bids) + slotBook.asks;
-        uint32[] memory buys = new uint32[](capacity);
-        uint32[] memory sells = new uint32[](capacity);
-        uint256[] memory quantities = new uint256[](capacity);
-        uint256[] memory remainingBefore = new uint256[](capacity); // buy << 128 | sell
-        uint256 pairs;
-        (uint32 bid, uint32 ask) = (slotBook.bidHead, slotBook.askHead);
-        uint96 lastBid;
-        uint96 lastAsk;
-        while (bid != 0 && ask != 0) {
-            Order storage buy = _orders[bid];
-            Order storage sell = _orders[ask];
-            if (buy.limitPrice < sell.limitPrice) break;
-            uint256 quantity = _min(buy.remainingWh, sell.remainingWh);
-            if (!_fitsMatched(buy, quantity, 0)) {
-                uint32 nextBid = buy.next;
-                _close(bid, CloseReason.BandTightened);
-                bid = nextBid;
-                continue;
-            }
-            if (!_fitsMatched(sell, quantity, 0)) {
-                uint32 nextAsk = sell.next;
-                _close(ask, CloseReason.BandTightened);
-                ask = nextAsk;
-                continue;
-            }
-            (buys[pairs], sells[pairs], quantities[pairs]) = (bid, ask, quantity);
-            remainingBefore[pairs] = (uint256(buy.remainingWh) << 128) | sell.remainingWh;
-            ++pairs;
-            _moveToMatched(buy, quantity);
-            _moveToMatched(sell, quantity);
-            (lastBid, lastAsk) = (buy.limitPrice, sell.limitPrice);
-            if (buy.remainingWh == 0) bid = buy.next;
-            if (sell.remainingWh == 0) ask = sell.next;
-        }
-        price = uint96((uint256(lastBid) + lastAsk) / 2);
-        for (uint256 i = 0; i < pairs; ++i) {
-            _recordTrade(buys[i], sells[i], quantities[i], price, remainingBefore[i]);
-            volumeWh += quantities[i];
-        }
+        price = _auctionPrice(slotBook);
+        uint256 trades;
+        if (price != 0) (volumeWh, trades) = _auctionMatch(slotBook, price);
         _closeBookSide(slotBook.bidHead);
         _closeBookSide(slotBook.askHead);
-        (slotBook.bidHead, slotBook.askHead, slotBook.bids, slotBook.asks) = (0, 0, 0, 0);
-        emit AuctionCleared(slot, price, volumeWh, pairs);
+        (slotBook.bidHead, slotBook.askHead, slotBook.bidTail, slotBook.askTail) = (0, 0, 0, 0);
+        (slotBook.bids, slotBook.asks) = (0, 0);
+        emit AuctionCleared(slot, price, volumeWh, trades);
     }
 
     // ------------------------------------------------------------------- curtailment
 
-    /// @notice Bring `flexibility`'s schedule in `slot` back inside its current band: while
-    /// the matched net is above P_max, cut its latest buy trades (the last one only as far as
-    /// needed); while below P_min, its latest sell trades; then cancel its latest open buys
-    /// (sells) while matched net + open buys > P_max (− open sells < P_min). Buyers of
-    /// curtailed energy are refunded at the trade price. At most `MAX_STEPS_PER_CALL` trades
-    /// and orders are looked at per call; call again while `done` is false.
+    /// @notice Bring `flexibility`'s matched schedule in `slot` back inside its current band:
+    /// while the matched net is above P_max, cut its latest buy trades (the last one only as
+    /// far as needed); while below P_min, its latest sell trades. Buyers of curtailed energy
+    /// get the trade value back, sellers the collateral of what was cut. At most
+    /// `MAX_STEPS_PER_CALL` trades are looked at per call; call again while `done` is false.
+    /// (Open orders beyond a tightened band are closed when they would match, and expire at
+    /// gate closure.)
     /// @return curtailed Trades cut (`TradeCurtailed` events).
-    /// @return cancelled Open orders cancelled (`OrderClosed` events).
-    /// @return done True when the schedule and open orders fit the band (or nothing is left to cut).
-    /// @dev Requirements: settlement of the slot has not started. Anyone may call.
-    function curtail(bytes32 flexibility, uint32 slot)
-        external
-        returns (uint256 curtailed, uint256 cancelled, bool done)
-    {
-        if (_books[slot].settling) revert SlotInSettlement(slot);
-        (int64 pMinW, int64 pMaxW,) = limits.tightestBand(flexibility, slot);
-        (int256 maxWh, int256 minWh) = (_maxEnergyWh(pMaxW), _minEnergyWh(pMinW));
-        FlexSlot storage flex = _flexSlots[flexibility][slot];
-        Schedule storage planned = flex.schedule;
-        uint256 steps; // trades and order ids looked at, whether or not they changed
-        for (; steps < MAX_STEPS_PER_CALL && _net(planned) > maxWh && flex.buyTrades.length > 0; ++steps) {
-            if (_curtailLatest(flex.buyTrades, flexibility, uint256(_net(planned) - maxWh))) ++curtailed;
+    /// @return done True when the schedule fits the band (or nothing is left to cut).
+    /// @dev Requirements: the slot is not finalized. Anyone may call.
+    function curtail(bytes32 flexibility, uint32 slot) external returns (uint256 curtailed, bool done) {
+        if (_books[slot].finalized) revert SlotInSettlement(slot);
+        (int256 minWh, int256 maxWh) = _bandEnergy(flexibility, slot);
+        (, curtailed, done) =
+            _curtailTrades(_flexSlots[flexibility][slot], flexibility, minWh, maxWh, MAX_STEPS_PER_CALL);
+    }
+
+    /// @notice After gate closure, curtail the trades of every flexibility that traded in
+    /// `slot` to the band in force (as `curtail` does), at most `MAX_STEPS_PER_CALL` steps per
+    /// call; when all fit, the slot is finalized and the settlement may take its positions.
+    /// @return done True when the slot is finalized.
+    /// @dev Requirements: the slot's gate has closed; an auction slot with open orders was
+    /// cleared; the slot is not finalized yet. Anyone may call.
+    function finalizeSlot(uint32 slot) external returns (bool done) {
+        _requireGateClosed(slot);
+        SlotBook storage slotBook = _books[slot];
+        if (slotBook.finalized) revert SlotInSettlement(slot);
+        if (clearingMode == ClearingMode.CallAuction && !slotBook.auctionCleared) {
+            if (slotBook.bids + slotBook.asks != 0) revert AuctionNotCleared(slot);
+            slotBook.auctionCleared = true;
         }
-        for (; steps < MAX_STEPS_PER_CALL && _net(planned) < minWh && flex.sellTrades.length > 0; ++steps) {
-            if (_curtailLatest(flex.sellTrades, flexibility, uint256(minWh - _net(planned)))) ++curtailed;
+        bytes32[] storage traded = _tradedFlexibilities[slot];
+        uint256 budget = MAX_STEPS_PER_CALL;
+        while (slotBook.flexCursor < traded.length && budget > 0) {
+            bytes32 flexibility = traded[slotBook.flexCursor];
+            (int256 minWh, int256 maxWh) = _bandEnergy(flexibility, slot);
+            (uint256 used,, bool fits) =
+                _curtailTrades(_flexSlots[flexibility][slot], flexibility, minWh, maxWh, budget);
+            budget -= used;
+            if (!fits) break;
+            ++slotBook.flexCursor;
         }
-        for (
-            ;
-            steps < MAX_STEPS_PER_CALL && _net(planned) + int256(uint256(planned.restingBuyWh)) > maxWh
-                && flex.buyOrders.length > 0;
-            ++steps
-        ) {
-            if (_cancelLatest(flex.buyOrders)) ++cancelled;
+        done = slotBook.flexCursor == traded.length;
+        if (done) {
+            slotBook.finalized = true;
+            emit SlotFinalized(slot, traded.length);
         }
-        for (
-            ;
-            steps < MAX_STEPS_PER_CALL && _net(planned) - int256(uint256(planned.restingSellWh)) < minWh
-                && flex.sellOrders.length > 0;
-            ++steps
-        ) {
-            if (_cancelLatest(flex.sellOrders)) ++cancelled;
-        }
-        done = (_net(planned) <= maxWh || flex.buyTrades.length == 0)
-            && (_net(planned) >= minWh || flex.sellTrades.length == 0)
-            && (_net(planned) + int256(uint256(planned.restingBuyWh)) <= maxWh || flex.buyOrders.length == 0)
-            && (_net(planned) - int256(uint256(planned.restingSellWh)) >= minWh || flex.sellOrders.length == 0);
     }
 
     // -------------------------------------------------------------------- settlement
 
     /// @inheritdoc IEnergyMarket
-    function release(address member, uint32 slot)
-        external
-        returns (uint64 boughtWh, uint64 soldWh, uint256 proceeds)
-    {
+    function release(address member, uint32 slot) external returns (Position memory held) {
         if (msg.sender != settlement) revert NotSettlement(msg.sender, settlement);
         uint256 end = CommunityTime.slotEndTime(slot, slotMinutes);
         if (block.timestamp < end) revert SlotNotDelivered(slot, end, block.timestamp);
-        SlotBook storage slotBook = _books[slot];
-        if (clearingMode == ClearingMode.CallAuction && !slotBook.auctionCleared) {
-            if (slotBook.bids + slotBook.asks != 0) revert AuctionNotCleared(slot);
-            slotBook.auctionCleared = true;
-        }
-        slotBook.settling = true;
-        Position storage held = _positions[member][slot];
-        if (held.released) revert PositionAlreadyReleased(member, slot);
-        held.released = true;
-        (boughtWh, soldWh, proceeds) = (held.boughtWh, held.soldWh, held.proceeds);
-        emit PositionReleased(member, slot, boughtWh, soldWh, proceeds);
-        if (proceeds != 0) token.safeTransfer(msg.sender, proceeds);
+        if (!_books[slot].finalized) revert SlotNotFinalized(slot);
+        Position storage stored = _positions[member][slot];
+        if (stored.released) revert PositionAlreadyReleased(member, slot);
+        stored.released = true;
+        held = stored;
+        emit PositionReleased(
+            member, slot, held.boughtWh, held.soldWh, held.paid, held.proceeds, held.collateral
+        );
     }
 
     // -------------------------------------------------------------------------- views
@@ -375,9 +373,9 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         return start > lead ? start - lead : 0;
     }
 
-    /// @notice Tokens a buy order escrows: `ceil(quantityWh · limitPrice / 1000)`.
-    function escrowFor(uint256 quantityWh, uint256 limitPrice) public pure returns (uint256) {
-        return (quantityWh * limitPrice + WH_PER_KWH - 1) / WH_PER_KWH;
+    /// @notice Tokens `quantityWh` locks at `price` per kWh: `ceil(quantityWh · price / 1000)`.
+    function lockFor(uint256 quantityWh, uint256 price) public pure returns (uint256) {
+        return (quantityWh * price + WH_PER_KWH - 1) / WH_PER_KWH;
     }
 
     // --------------------------------------------------------- internals: admission
@@ -396,10 +394,12 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     }
 
     function _checkRequest(OrderRequest calldata request) private view {
-        if (request.quantityWh == 0 || request.quantityWh > MAX_QUANTITY_WH) {
-            revert InvalidQuantity(request.quantityWh, MAX_QUANTITY_WH);
+        if (request.quantityWh < MIN_QUANTITY_WH || request.quantityWh > MAX_QUANTITY_WH) {
+            revert InvalidQuantity(request.quantityWh, MIN_QUANTITY_WH, MAX_QUANTITY_WH);
         }
-        if (request.limitPrice == 0) revert InvalidPrice(request.limitPrice);
+        if (request.limitPrice == 0 || request.limitPrice % PRICE_TICK != 0) {
+            revert InvalidPrice(request.limitPrice, PRICE_TICK);
+        }
         if (clearingMode == ClearingMode.CallAuction) {
             if (request.timeInForce != TimeInForce.GoodTillCancelled) {
                 revert TimeInForceNotSupported(request.timeInForce, clearingMode);
@@ -407,28 +407,50 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
             // a shorter gate-closure lead can reopen the gate of a slot already cleared
             if (_books[request.slot].auctionCleared) revert AuctionAlreadyCleared(request.slot);
         }
+        if (_books[request.slot].finalized) revert SlotInSettlement(request.slot);
         _requireGateOpen(request.slot);
+        uint256 start = CommunityTime.slotStartTime(request.slot, slotMinutes);
+        uint256 horizonEnd = block.timestamp + CommunityTime.secondsOf(ORDER_HORIZON_MINUTES);
+        if (start >= horizonEnd) revert SlotBeyondHorizon(request.slot, start, horizonEnd);
     }
 
-    function _checkAssetOwner(AssetKind kind, bytes32 asset, address account) private view {
-        IMarketRegistry directory = IMarketRegistry(address(registry));
-        address owner;
-        bool active;
-        if (kind == AssetKind.Meter) {
-            try directory.meter(asset) returns (IMarketRegistry.RegisteredMeter memory found) {
-                (owner, active) = (found.member, found.active);
-            } catch {}
-        } else {
-            try directory.flexibility(asset) returns (ICommunityRegistry.Flexibility memory found) {
-                (owner, active) = (found.owner, found.active);
-            } catch {}
-        }
+    /// @dev The owner of an asset and whether it is active (zero owner: no such asset).
+    function _assetOwner(AssetKind kind, bytes32 asset) private view returns (address owner, bool active) {
+        return IMarketRegistry(address(registry)).assetOwner(kind == AssetKind.Flexibility, asset);
+    }
+
+    function _checkAsset(AssetKind kind, bytes32 asset, address account) private view {
+        (address owner, bool active) = _assetOwner(kind, asset);
         if (owner == address(0) || !active) revert UnknownAsset(kind, asset);
         if (owner != account) revert NotAssetOwner(account, kind, asset, owner);
+        if (kind == AssetKind.Meter) {
+            bytes32 measured = IMarketRegistry(address(registry)).flexibilityOfMeter(asset);
+            if (measured != bytes32(0)) revert MeterMeasuresFlexibility(asset, measured);
+        }
+    }
+
+    /// @dev At most MAX_OPEN_PER_MEMBER open orders per member and slot, none of them one
+    /// the new order would trade with (an opposite order at a crossing price).
+    function _checkMemberOrders(address member, OrderRequest calldata request) private view {
+        uint32[] storage open = _memberOrders[member][request.slot];
+        if (open.length >= MAX_OPEN_PER_MEMBER) {
+            revert TooManyOpenOrders(member, request.slot, MAX_OPEN_PER_MEMBER);
+        }
+        for (uint256 i = 0; i < open.length; ++i) {
+            Order storage own = _orders[open[i]];
+            if (own.side == request.side) continue;
+            bool crosses = request.side == Side.Buy
+                ? request.limitPrice >= own.limitPrice
+                : request.limitPrice <= own.limitPrice;
+            if (crosses) revert SelfTrade(open[i]);
+        }
     }
 
     function _storeOrder(OrderRequest calldata request) private returns (uint32 orderId) {
         orderId = ++orderCount;
+        uint96 lockPrice = request.side == Side.Buy
+            ? request.limitPrice
+            : uint96(IMarketVault(settlement).collateralPrice(request.slot));
         Order storage stored = _orders[orderId];
         stored.owner = msg.sender;
         stored.slot = request.slot;
@@ -439,7 +461,8 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         stored.limitPrice = request.limitPrice;
         stored.quantityWh = request.quantityWh;
         stored.remainingWh = request.quantityWh;
-        uint256 escrow = request.side == Side.Buy ? escrowFor(request.quantityWh, request.limitPrice) : 0;
+        stored.lockPrice = lockPrice;
+        uint256 locked = lockFor(request.quantityWh, lockPrice);
         emit OrderPlaced(
             orderId,
             msg.sender,
@@ -450,14 +473,16 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
             request.asset,
             request.quantityWh,
             request.limitPrice,
-            escrow
+            lockPrice
         );
-        if (escrow != 0) token.safeTransferFrom(msg.sender, address(this), escrow);
+        if (locked != 0) IMarketVault(settlement).lock(msg.sender, locked);
     }
 
-    /// @dev The conservative band check of a new order; counts its quantity as open.
+    /// @dev The conservative band check of a new order; counts its quantity as open. The
+    /// band must be published for every minute of the slot (fail-closed).
     function _admit(bytes32 flexibility, uint32 slot, Side side, uint256 quantityWh) private {
-        (int64 pMinW, int64 pMaxW,) = limits.tightestBand(flexibility, slot);
+        (int64 pMinW, int64 pMaxW, bool published) = limits.tightestBand(flexibility, slot);
+        if (!published) revert BandNotPublished(flexibility, slot);
         Schedule storage planned = _flexSlots[flexibility][slot].schedule;
         int256 matched = _net(planned);
         if (side == Side.Buy) {
@@ -509,8 +534,9 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     /// @dev Walk the opposite side of the book from its best order while prices cross and
     /// match the taker (`execute`) or only count what it could fill (`!execute`). Resting
-    /// all-or-none orders larger than what is left are skipped; a resting flexibility order
-    /// whose fill would leave its current band is skipped (dry run) or cancelled.
+    /// all-or-none orders larger than what is left are skipped without counting a visit
+    /// (there are at most MAX_ALL_OR_NONE_PER_SIDE); a resting flexibility order whose fill
+    /// would leave its current band is skipped (dry run) or cancelled.
     function _walk(uint32 takerId, bool execute) private returns (uint256 filled, bool limitHit) {
         Order storage taker = _orders[takerId];
         bool takerBuys = taker.side == Side.Buy;
@@ -523,17 +549,17 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         while (cursor != 0 && need > 0) {
             Order storage maker = _orders[cursor];
             if (takerBuys ? maker.limitPrice > taker.limitPrice : maker.limitPrice < taker.limitPrice) break;
-            if (visits == MAX_VISITS_PER_ORDER) {
-                limitHit = true;
-                break;
-            }
-            ++visits;
             uint32 next = maker.next;
             uint256 fill = _min(need, maker.remainingWh);
             if (maker.timeInForce == TimeInForce.AllOrNone && fill < maker.remainingWh) {
                 cursor = next;
                 continue;
             }
+            if (visits == MAX_VISITS_PER_ORDER) {
+                limitHit = true;
+                break;
+            }
+            ++visits;
             if (maker.assetKind == AssetKind.Flexibility) {
                 uint256 pending = execute ? 0 : _pending(pendingFlex, pendingWh, maker.asset, 0);
                 if (!_fitsMatched(maker, fill, pending)) {
@@ -574,12 +600,71 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     /// was admitted with all open orders counted; this catches bands tightened since.
     function _fitsMatched(Order storage order_, uint256 fillWh, uint256 pendingWh) private view returns (bool) {
         if (order_.assetKind != AssetKind.Flexibility) return true;
-        (int64 pMinW, int64 pMaxW,) = limits.tightestBand(order_.asset, order_.slot);
+        (int256 minWh, int256 maxWh) = _bandEnergy(order_.asset, order_.slot);
         int256 matched = _net(_flexSlots[order_.asset][order_.slot].schedule);
         int256 change = int256(fillWh + pendingWh);
-        return order_.side == Side.Buy
-            ? matched + change <= _maxEnergyWh(pMaxW)
-            : matched - change >= _minEnergyWh(pMinW);
+        return order_.side == Side.Buy ? matched + change <= maxWh : matched - change >= minWh;
+    }
+
+    /// @dev The auction's clearing price (0: nothing crosses); see `clearAuction`. The
+    /// candidates are the limit prices of both sides, taken in ascending order: demand at a
+    /// price is every bid at or above it, supply every ask at or below it.
+    function _auctionPrice(SlotBook storage slotBook) private view returns (uint96) {
+        (uint96[] memory bidPrices, uint256[] memory bidWh, uint256 demand) = _sideOf(slotBook.bidHead, slotBook.bids);
+        (uint96[] memory askPrices, uint256[] memory askWh,) = _sideOf(slotBook.askHead, slotBook.asks);
+        uint256 supply;
+        (uint256 bestVolume, uint256 bestSurplus, uint96 low, uint96 high) = (0, type(uint256).max, 0, 0);
+        (uint256 nextAsk, uint256 nextBid) = (0, bidPrices.length); // bids are sorted descending
+        while (nextAsk < askPrices.length || nextBid > 0) {
+            uint96 candidate = nextAsk == askPrices.length
+                ? bidPrices[nextBid - 1]
+                : (nextBid == 0 ? askPrices[nextAsk] : _minPrice(askPrices[nextAsk], bidPrices[nextBid - 1]));
+            while (nextAsk < askPrices.length && askPrices[nextAsk] <= candidate) supply += askWh[nextAsk++];
+            uint256 volume = _min(demand, supply);
+            uint256 surplus = demand > supply ? demand - supply : supply - demand;
+            if (volume > bestVolume || (volume == bestVolume && volume != 0 && surplus < bestSurplus)) {
+                (bestVolume, bestSurplus, low, high) = (volume, surplus, candidate, candidate);
+            } else if (volume == bestVolume && volume != 0 && surplus == bestSurplus) {
+                high = candidate;
+            }
+            while (nextBid > 0 && bidPrices[nextBid - 1] <= candidate) demand -= bidWh[--nextBid];
+        }
+        return uint96((uint256(low) + high) / 2);
+    }
+
+    /// @dev Prices and remaining energy of one side's open orders, best first, and their sum.
+    function _sideOf(uint32 cursor, uint256 count)
+        private
+        view
+        returns (uint96[] memory prices, uint256[] memory amounts, uint256 total)
+    {
+        prices = new uint96[](count);
+        amounts = new uint256[](count);
+        for (uint256 i = 0; cursor != 0; ++i) {
+            Order storage open = _orders[cursor];
+            (prices[i], amounts[i]) = (open.limitPrice, open.remainingWh);
+            total += open.remainingWh;
+            cursor = open.next;
+        }
+    }
+
+    /// @dev Match bids at or above `price` with asks at or below it, best first, at `price`.
+    function _auctionMatch(SlotBook storage slotBook, uint96 price) private returns (uint256 volumeWh, uint256 trades) {
+        (uint32 bid, uint32 ask) = (slotBook.bidHead, slotBook.askHead);
+        while (bid != 0 && ask != 0) {
+            Order storage buy = _orders[bid];
+            Order storage sell = _orders[ask];
+            if (buy.limitPrice < price || sell.limitPrice > price) break;
+            uint256 quantity = _min(buy.remainingWh, sell.remainingWh);
+            uint256 remainingBefore = (uint256(buy.remainingWh) << 128) | sell.remainingWh;
+            _moveToMatched(buy, quantity);
+            _moveToMatched(sell, quantity);
+            _recordTrade(bid, ask, quantity, price, remainingBefore);
+            volumeWh += quantity;
+            ++trades;
+            if (buy.remainingWh == 0) bid = buy.next;
+            if (sell.remainingWh == 0) ask = sell.next;
+        }
     }
 
     /// @dev Continuous fill of `quantityWh` between two orders at `price`.
@@ -614,27 +699,31 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         }
     }
 
-    /// @dev Store the trade, credit positions, refund the buyer's escrow beyond the trade
-    /// value and beyond what its remainder still needs. `remainingBefore` packs both orders'
-    /// remainders before this trade (buy << 128 | sell).
+    /// @dev Store the trade and credit positions: the buyer's lock for the traded energy
+    /// becomes `paid` (what it locks beyond the trade value is unlocked), the seller's
+    /// collateral for it stays locked as position collateral. `remainingBefore` packs both
+    /// orders' remainders before this trade (buy << 128 | sell).
     function _recordTrade(uint32 buyId, uint32 sellId, uint256 quantityWh, uint96 price, uint256 remainingBefore)
         private
     {
         Order storage buy = _orders[buyId];
         Order storage sell = _orders[sellId];
         uint32 slot = buy.slot;
-        uint256 buyRemainingBefore = remainingBefore >> 128;
+        (uint256 buyBefore, uint256 sellBefore) = (remainingBefore >> 128, uint128(remainingBefore));
         uint256 value = quantityWh * price / WH_PER_KWH;
-        uint256 refund = escrowFor(buyRemainingBefore, buy.limitPrice)
-            - escrowFor(buyRemainingBefore - quantityWh, buy.limitPrice) - value;
+        uint256 refund = lockFor(buyBefore, buy.lockPrice) - lockFor(buyBefore - quantityWh, buy.lockPrice) - value;
+        uint256 collateral = lockFor(sellBefore, sell.lockPrice) - lockFor(sellBefore - quantityWh, sell.lockPrice);
         uint32 tradeId = ++tradeCount;
         _trades[tradeId] = Trade(buyId, sellId, slot, uint48(quantityWh), price);
-        _positions[buy.owner][slot].boughtWh += uint64(quantityWh);
+        Position storage buyer = _positions[buy.owner][slot];
+        buyer.boughtWh += uint64(quantityWh);
+        buyer.paid += uint120(value);
         Position storage seller = _positions[sell.owner][slot];
         seller.soldWh += uint64(quantityWh);
-        seller.proceeds += uint120(value);
-        if (buy.assetKind == AssetKind.Flexibility) _flexSlots[buy.asset][slot].buyTrades.push(tradeId);
-        if (sell.assetKind == AssetKind.Flexibility) _flexSlots[sell.asset][slot].sellTrades.push(tradeId);
+        seller.proceeds += uint128(value);
+        seller.collateral += uint128(collateral);
+        if (buy.assetKind == AssetKind.Flexibility) _noteTrade(buy.asset, slot).buyTrades.push(tradeId);
+        if (sell.assetKind == AssetKind.Flexibility) _noteTrade(sell.asset, slot).sellTrades.push(tradeId);
         emit TradeExecuted(
             tradeId,
             slot,
@@ -643,15 +732,24 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
             uint48(quantityWh),
             price,
             value,
-            uint48(buyRemainingBefore - quantityWh),
-            uint48(uint128(remainingBefore) - quantityWh),
+            uint48(buyBefore - quantityWh),
+            uint48(sellBefore - quantityWh),
             refund
         );
-        if (refund != 0) token.safeTransfer(buy.owner, refund);
+        if (refund != 0) IMarketVault(settlement).unlock(buy.owner, refund);
+    }
+
+    /// @dev The flexibility's slot record, listed for `finalizeSlot` at its first trade.
+    function _noteTrade(bytes32 flexibility, uint32 slot) private returns (FlexSlot storage flex) {
+        flex = _flexSlots[flexibility][slot];
+        if (!flex.traded) {
+            flex.traded = true;
+            _tradedFlexibilities[slot].push(flexibility);
+        }
     }
 
     /// @dev Take the remainder of order `orderId` off the book (if it is there), free its
-    /// open energy and refund its escrow.
+    /// open energy and unlock what it locks.
     function _close(uint32 orderId, CloseReason reason) private {
         Order storage order_ = _orders[orderId];
         if (order_.status == OrderStatus.Open) _unlink(orderId);
@@ -668,9 +766,9 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
             if (order_.side == Side.Buy) planned.restingBuyWh -= remaining;
             else planned.restingSellWh -= remaining;
         }
-        uint256 refund = order_.side == Side.Buy ? escrowFor(remaining, order_.limitPrice) : 0;
+        uint256 refund = lockFor(remaining, order_.lockPrice);
         emit OrderClosed(orderId, reason, remaining, refund);
-        if (refund != 0) token.safeTransfer(order_.owner, refund);
+        if (refund != 0) IMarketVault(settlement).unlock(order_.owner, refund);
     }
 
     /// @dev After an auction: every order of a side's list is filled or closed unmatched.
@@ -679,6 +777,7 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
             Order storage order_ = _orders[cursor];
             uint32 next = order_.next;
             (order_.prev, order_.next) = (0, 0);
+            _forgetMemberOrder(order_.owner, order_.slot, cursor);
             if (order_.remainingWh == 0) order_.status = OrderStatus.Filled;
             else _closeRemainder(cursor, CloseReason.AuctionUnmatched);
             cursor = next;
@@ -687,12 +786,24 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     // ------------------------------------------------------------ internals: the book
 
+    /// @dev Put order `orderId` into its book; a full side takes it only when it is priced
+    /// strictly better than the side's worst order, which it displaces.
     function _rest(uint32 orderId, uint32 hint) private {
         Order storage order_ = _orders[orderId];
         SlotBook storage slotBook = _books[order_.slot];
         bool buys = order_.side == Side.Buy;
+        if (order_.timeInForce == TimeInForce.AllOrNone) {
+            uint8 resting = buys ? slotBook.allOrNoneBids : slotBook.allOrNoneAsks;
+            if (resting >= MAX_ALL_OR_NONE_PER_SIDE) {
+                revert TooManyAllOrNone(order_.slot, order_.side, MAX_ALL_OR_NONE_PER_SIDE);
+            }
+        }
         if ((buys ? slotBook.bids : slotBook.asks) >= MAX_OPEN_PER_SIDE) {
-            revert BookFull(order_.slot, order_.side, MAX_OPEN_PER_SIDE);
+            uint32 worst = buys ? slotBook.bidTail : slotBook.askTail;
+            if (!_strictlyBetter(order_.side, order_.limitPrice, _orders[worst].limitPrice)) {
+                revert BookFull(order_.slot, order_.side, MAX_OPEN_PER_SIDE);
+            }
+            _close(worst, CloseReason.Displaced);
         }
         uint32 previous = _findPrevious(order_.slot, order_.side, order_.limitPrice, hint);
         uint32 next;
@@ -705,29 +816,52 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
             _orders[previous].next = orderId;
         }
         if (next != 0) _orders[next].prev = orderId;
+        else if (buys) slotBook.bidTail = orderId;
+        else slotBook.askTail = orderId;
         (order_.prev, order_.next, order_.status) = (previous, next, OrderStatus.Open);
         if (buys) ++slotBook.bids;
         else ++slotBook.asks;
-        if (order_.assetKind == AssetKind.Flexibility) {
-            FlexSlot storage flex = _flexSlots[order_.asset][order_.slot];
-            (buys ? flex.buyOrders : flex.sellOrders).push(orderId);
+        if (order_.timeInForce == TimeInForce.AllOrNone) {
+            if (buys) ++slotBook.allOrNoneBids;
+            else ++slotBook.allOrNoneAsks;
         }
+        _memberOrders[order_.owner][order_.slot].push(orderId);
     }
 
     function _unlink(uint32 orderId) private {
         Order storage order_ = _orders[orderId];
         SlotBook storage slotBook = _books[order_.slot];
+        bool buys = order_.side == Side.Buy;
         (uint32 previous, uint32 next) = (order_.prev, order_.next);
         if (previous == 0) {
-            if (order_.side == Side.Buy) slotBook.bidHead = next;
+            if (buys) slotBook.bidHead = next;
             else slotBook.askHead = next;
         } else {
             _orders[previous].next = next;
         }
         if (next != 0) _orders[next].prev = previous;
+        else if (buys) slotBook.bidTail = previous;
+        else slotBook.askTail = previous;
         (order_.prev, order_.next) = (0, 0);
-        if (order_.side == Side.Buy) --slotBook.bids;
+        if (buys) --slotBook.bids;
         else --slotBook.asks;
+        if (order_.timeInForce == TimeInForce.AllOrNone) {
+            if (buys) --slotBook.allOrNoneBids;
+            else --slotBook.allOrNoneAsks;
+        }
+        _forgetMemberOrder(order_.owner, order_.slot, orderId);
+    }
+
+    /// @dev Remove `orderId` from its owner's open orders of the slot (at most MAX_OPEN_PER_MEMBER).
+    function _forgetMemberOrder(address owner, uint32 slot, uint32 orderId) private {
+        uint32[] storage open = _memberOrders[owner][slot];
+        for (uint256 i = 0; i < open.length; ++i) {
+            if (open[i] == orderId) {
+                open[i] = open[open.length - 1];
+                open.pop();
+                return;
+            }
+        }
     }
 
     /// @dev The last open order at a price at least as good as `limitPrice` (0: none); starts
@@ -753,6 +887,24 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     // --------------------------------------------------------- internals: curtailment
 
+    /// @dev Cut `flex`'s latest trades while its matched net leaves `[minWh, maxWh]`, within
+    /// `budget` steps. Returns steps used, trades cut and whether the trades now fit (or
+    /// nothing is left to cut on the side that is out).
+    function _curtailTrades(FlexSlot storage flex, bytes32 flexibility, int256 minWh, int256 maxWh, uint256 budget)
+        private
+        returns (uint256 steps, uint256 curtailed, bool fits)
+    {
+        Schedule storage planned = flex.schedule;
+        for (; steps < budget && _net(planned) > maxWh && flex.buyTrades.length > 0; ++steps) {
+            if (_curtailLatest(flex.buyTrades, flexibility, uint256(_net(planned) - maxWh))) ++curtailed;
+        }
+        for (; steps < budget && _net(planned) < minWh && flex.sellTrades.length > 0; ++steps) {
+            if (_curtailLatest(flex.sellTrades, flexibility, uint256(minWh - _net(planned)))) ++curtailed;
+        }
+        fits = (_net(planned) <= maxWh || flex.buyTrades.length == 0)
+            && (_net(planned) >= minWh || flex.sellTrades.length == 0);
+    }
+
     /// @dev Cut the latest trade of `tradeIds` by up to `excessWh`; pop it when nothing is
     /// left. Returns false when the trade was empty already (cut from its other side).
     function _curtailLatest(uint32[] storage tradeIds, bytes32 flexibility, uint256 excessWh)
@@ -768,6 +920,8 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         return true;
     }
 
+    /// @dev Cut `curtailWh` off a trade: the buyer gets the value back, the seller the
+    /// collateral of the energy cut.
     function _curtail(uint32 tradeId, bytes32 flexibility, uint256 curtailWh) private {
         Trade storage cut = _trades[tradeId];
         Order storage buy = _orders[cut.buyOrder];
@@ -775,10 +929,14 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
         uint256 before = cut.quantityWh;
         uint256 refund = before * cut.price / WH_PER_KWH - (before - curtailWh) * cut.price / WH_PER_KWH;
         cut.quantityWh = uint48(before - curtailWh);
-        _positions[buy.owner][cut.slot].boughtWh -= uint64(curtailWh);
+        Position storage buyer = _positions[buy.owner][cut.slot];
+        buyer.boughtWh -= uint64(curtailWh);
+        buyer.paid -= uint120(refund);
         Position storage seller = _positions[sell.owner][cut.slot];
         seller.soldWh -= uint64(curtailWh);
-        seller.proceeds -= uint120(refund);
+        seller.proceeds -= uint128(refund);
+        uint256 collateral = _min(seller.collateral, curtailWh * sell.lockPrice / WH_PER_KWH);
+        seller.collateral -= uint128(collateral);
         if (buy.assetKind == AssetKind.Flexibility) {
             _flexSlots[buy.asset][cut.slot].schedule.matchedBuyWh -= uint64(curtailWh);
         }
@@ -786,15 +944,9 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
             _flexSlots[sell.asset][cut.slot].schedule.matchedSellWh -= uint64(curtailWh);
         }
         emit TradeCurtailed(tradeId, flexibility, cut.slot, uint48(curtailWh), cut.quantityWh, refund);
-        if (refund != 0) token.safeTransfer(buy.owner, refund);
-    }
-
-    /// @dev Pop the latest order id of `orderIds`; cancel it if it is still open.
-    function _cancelLatest(uint32[] storage orderIds) private returns (bool cancelled) {
-        uint32 orderId = orderIds[orderIds.length - 1];
-        orderIds.pop();
-        cancelled = _orders[orderId].status == OrderStatus.Open;
-        if (cancelled) _close(orderId, CloseReason.BandTightened);
+        IMarketVault vault = IMarketVault(settlement);
+        if (refund != 0) vault.unlock(buy.owner, refund);
+        if (collateral != 0) vault.unlock(sell.owner, collateral);
     }
 
     // ------------------------------------------------------------ internals: helpers
@@ -811,6 +963,12 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
 
     function _net(Schedule storage planned) private view returns (int256) {
         return int256(uint256(planned.matchedBuyWh)) - int256(uint256(planned.matchedSellWh));
+    }
+
+    /// @dev The slot energy (Wh) range the flexibility's current tightest band allows.
+    function _bandEnergy(bytes32 flexibility, uint32 slot) private view returns (int256 minWh, int256 maxWh) {
+        (int64 pMinW, int64 pMaxW,) = limits.tightestBand(flexibility, slot);
+        (minWh, maxWh) = (_minEnergyWh(pMinW), _maxEnergyWh(pMaxW));
     }
 
     /// @dev Largest slot energy (Wh) whose average power is ≤ `pMaxW`: floor(P · T / 60).
@@ -838,6 +996,10 @@ contract EnergyMarket is IEnergyMarket, CommunityRoleGuard {
     }
 
     function _min(uint256 a, uint256 b) private pure returns (uint256) {
+        return a < b ? a : b;
+    }
+
+    function _minPrice(uint96 a, uint96 b) private pure returns (uint96) {
         return a < b ? a : b;
     }
 }

@@ -8,4 +8,7 @@ interface IMarketLedger {
         external
         view
         returns (uint16 readings, int88 activeWattMinutes, int88 reactiveVarMinutes);
+
+    /// @notice When readings of `slot` stop being accepted (Unix s): its data are final.
+    function dataDeadline(uint32 slot) external view returns (uint256);
 }

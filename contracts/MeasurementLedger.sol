@@ -5,6 +5,7 @@ import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
 import {CommunityTime} from "./CommunityTime.sol";
 import {ICommunityErrors} from "./ICommunityErrors.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
+import {IMarketLedger} from "./IMarketLedger.sol";
 
 /// @title Measurement ledger: per-minute meter readings of the community
 /// @notice The gateway records batches of readings (P, Q, V, angle per meter and minute).
@@ -13,7 +14,11 @@ import {ICommunityRegistry} from "./ICommunityRegistry.sol";
 /// settlement. A batch is atomic: one bad reading rejects the whole batch, with an
 /// error that names the reading by its position in the batch (`UnknownMeter` names the
 /// meter instead: every reading of that meter in the batch is refused).
-contract MeasurementLedger is CommunityRoleGuard {
+///
+/// Readings of a slot are accepted until its data deadline, `dataDelayMinutes` after the
+/// slot ends, and refused after it: the settlement starts at the deadline and works on data
+/// that can no longer change.
+contract MeasurementLedger is CommunityRoleGuard, IMarketLedger {
     /// @notice One meter reading. `minute` is the Unix minute (Unix seconds / 60).
     struct Reading {
         bytes32 meter;
@@ -40,8 +45,13 @@ contract MeasurementLedger is CommunityRoleGuard {
     /// @notice Largest |angle| a reading may carry, in µdeg (180°).
     int32 public constant MAX_ABS_ANGLE_MICRO_DEG = 180_000_000;
 
+    /// @notice Longest data delay (one week).
+    uint32 public constant MAX_DATA_DELAY_MINUTES = uint32(CommunityTime.MINUTES_PER_WEEK);
+
     /// @notice Market slot length in minutes, copied from the registry.
     uint32 public immutable slotMinutes;
+    /// @notice Readings of a slot are accepted until this many minutes after it ends.
+    uint32 public immutable dataDelayMinutes;
 
     mapping(bytes32 meter => mapping(uint32 slot => SlotEnergy)) private _slotEnergy;
 
@@ -51,6 +61,9 @@ contract MeasurementLedger is CommunityRoleGuard {
     error ReadingOutOfRange(uint256 index, bytes32 meter, string field, int256 value);
     /// @notice Reading `index` is for a minute that has not started yet.
     error ReadingFromFuture(uint256 index, bytes32 meter, uint32 minute, uint256 currentMinute);
+    /// @notice Reading `index` is for a slot whose data deadline `deadline` (Unix s) has passed.
+    error ReadingPastDeadline(uint256 index, bytes32 meter, uint32 minute, uint256 deadline);
+    error DataDelayTooLong(uint32 delayMinutes, uint32 maxMinutes);
 
     /// @notice A reading was recorded.
     event ReadingRecorded(
@@ -62,14 +75,20 @@ contract MeasurementLedger is CommunityRoleGuard {
         int32 angleMicroDeg
     );
 
-    constructor(ICommunityRegistry registry_) CommunityRoleGuard(registry_) {
+    /// @param registry_ The community registry.
+    /// @param dataDelayMinutes_ Minutes after a slot's end during which its readings are accepted.
+    constructor(ICommunityRegistry registry_, uint32 dataDelayMinutes_) CommunityRoleGuard(registry_) {
+        if (dataDelayMinutes_ > MAX_DATA_DELAY_MINUTES) {
+            revert DataDelayTooLong(dataDelayMinutes_, MAX_DATA_DELAY_MINUTES);
+        }
         slotMinutes = registry_.slotMinutes();
+        dataDelayMinutes = dataDelayMinutes_;
     }
 
     /// @notice Record a batch of readings.
     /// @dev Requirements: caller has the gateway role; the batch is not empty; every
-    /// reading names an active meter, a minute not after the current one, a (meter, minute)
-    /// not recorded before, |P|, |Q| ≤ MAX_ABS_POWER, V ≤ MAX_VOLTAGE_MICRO_PU and
+    /// reading names an active meter, a minute not after the current one and of a slot
+    /// whose data deadline has not passed, a (meter, minute) not recorded before, |P|, |Q| ≤ MAX_ABS_POWER, V ≤ MAX_VOLTAGE_MICRO_PU and
     /// |angle| ≤ MAX_ABS_ANGLE_MICRO_DEG.
     function recordReadings(Reading[] calldata readings) external onlyCommunityRole(GATEWAY_ROLE) {
         if (readings.length == 0) revert ICommunityErrors.EmptyBatch();
@@ -104,10 +123,16 @@ contract MeasurementLedger is CommunityRoleGuard {
     function slotEnergy(bytes32 meter, uint32 slot)
         external
         view
+        override
         returns (uint16 readings, int88 activeWattMinutes, int88 reactiveVarMinutes)
     {
         SlotEnergy memory energy = _slotEnergy[meter][slot];
         return (energy.readings, energy.activeWattMinutes, energy.reactiveVarMinutes);
+    }
+
+    /// @inheritdoc IMarketLedger
+    function dataDeadline(uint32 slot) public view override returns (uint256) {
+        return CommunityTime.slotEndTime(slot, slotMinutes) + CommunityTime.secondsOf(dataDelayMinutes);
     }
 
     /// @dev Check reading `index` of the batch and add it to its meter's slot.
@@ -120,6 +145,8 @@ contract MeasurementLedger is CommunityRoleGuard {
         _checkRange(index, reading);
 
         (uint32 slot, uint64 bit) = _slotAndBit(reading.minute);
+        uint256 deadline = dataDeadline(slot);
+        if (block.timestamp >= deadline) revert ReadingPastDeadline(index, meter, reading.minute, deadline);
         SlotEnergy storage energy = _slotEnergy[meter][slot];
         if (energy.minutesSeen & bit != 0) revert DuplicateReading(index, meter, reading.minute);
         energy.minutesSeen |= bit;

@@ -11,40 +11,69 @@ import {IEnergyMarket} from "./IEnergyMarket.sol";
 import {IMarketLedger} from "./IMarketLedger.sol";
 import {IMarketLimits} from "./IMarketLimits.sol";
 import {IMarketRegistry} from "./IMarketRegistry.sol";
+import {IMarketVault} from "./IMarketVault.sol";
 
-/// @title Settlement of delivered slots: traded schedule against the meters
-/// @notice Once a slot is final (its end plus a finality delay, so late readings arrive),
-/// anyone may settle members for it, each (member, slot) once:
-/// - the member's traded net energy `T = bought − sold` (Wh, from the market) is compared
-///   with its metered energy `M` (Σ over its meters of the slot's W·min / 60);
-/// - the imbalance `I = M − T` is bought from the grid through the community treasury when
-///   positive (the member pays `ceil(I · importPrice / 1000)` to the treasury) and sold to
-///   it when negative (the treasury pays `floor(−I · exportPrice / 1000)` to the member);
-///   prices are token units per kWh, set per slot by the market operator;
-/// - the member's sale proceeds (held in the market's escrow) are released: they pay what
-///   the member owes the treasury first, the rest goes to the member;
-/// - what cannot be collected (balance or allowance too small) is recorded as a debt of the
-///   member (or of the treasury to the member) and netted against its next settlement or
-///   collected by `settleDebts`;
-/// - each of the member's metered flexibilities is checked ex post against its tightest
-///   band: energy above `P_max · minutes` or below `P_min · minutes` of the recorded minutes
-///   is recorded as a violation (DREM's compliance check).
-/// Members approve this contract for the token to pay imbalances; the treasury approves it
-/// to pay surpluses.
-contract Settlement is CommunityRoleGuard {
+/// @title Deposits and settlement of delivered slots: traded schedule against the meters
+/// @notice **Deposits.** Every account (members and the treasury) funds a deposit here with
+/// `deposit` and takes it back with `withdraw`; nobody else can move it. The market locks
+/// part of a member's deposit for its orders and trades (`IMarketVault`); only the free part
+/// can be withdrawn. Withdrawals work at all times, paused market or not. What a member owes
+/// is taken from its free deposit; what it cannot pay is recorded as debt and collected
+/// before the member can withdraw or lock anything again.
+///
+/// **Settlement.** Once a slot's meter data are final (the ledger's data deadline) and the
+/// market finalized the slot, anyone may settle members for it, each (member, slot) once, at
+/// a cost that depends only on the member's own meters and flexibilities:
+/// - the member's metered energy `M` is Σ over its meters of the slot's W·min, where every
+///   minute a meter did not report counts as consumption at the terms' `missingMinuteW`
+///   (missing data count against the member, never as zero or as surplus);
+/// - the imbalance `I = M − 60 · (bought − sold)` (W·min) is charged at the import price when
+///   positive (`ceil(I · importPrice / 60000)`) — a seller that does not deliver pays what its
+///   shortfall costs, covered by the collateral its sells locked;
+/// - a negative imbalance earns the export price only for metered injection: at most
+///   `max(0, −M)` is paid (`floor(· exportPrice / 60000)`), so energy bought and not used
+///   earns nothing, and the treasury never pays for energy that did not leave the community;
+/// - each flexibility's own meter is checked against its tightest band: energy above
+///   `P_max · minutes` or below `P_min · minutes` is recorded as a violation and charged at
+///   the penalty price, so trading around a band through another meter does not pay;
+/// - the trades' money moves inside the deposits: the buyer's locked `paid` leaves it, the
+///   seller's `proceeds` and collateral become free. What the treasury owes and cannot pay
+///   from its deposit is recorded and claimable later (`claimCredit`).
+///
+/// **Terms.** Import, export and penalty prices and `missingMinuteW` come from a schedule with
+/// a standing default (every slot has prices); changes apply only to slots that start at
+/// least `NOTICE_MINUTES` later (longer than the market's order horizon, so a slot's terms
+/// are known when it is traded). The treasury account changes the same way, by the admin.
+contract Settlement is CommunityRoleGuard, IMarketVault {
     using SafeERC20 for IERC20;
 
-    /// @notice Grid prices (token units per kWh) in force from slot `fromSlot` on.
-    struct GridPrices {
+    /// @notice Settlement terms in force from slot `fromSlot` on. Prices in token units per
+    /// kWh; `missingMinuteW` is the consumption a missing meter minute counts as.
+    struct Terms {
         uint32 fromSlot;
-        uint112 importPrice;
-        uint112 exportPrice;
+        uint32 missingMinuteW;
+        uint96 importPrice;
+        uint96 exportPrice;
+        uint96 penaltyPrice;
     }
 
-    /// @notice A flexibility with the meter that measures it.
-    struct MeteredFlexibility {
-        bytes32 flexibility;
-        bytes32 meter;
+    /// @notice The treasury account in force from slot `fromSlot` on.
+    struct TreasuryChange {
+        uint32 fromSlot;
+        address treasury;
+    }
+
+    /// @notice A deposit: `free` can be withdrawn or locked, `locked` is held by the market.
+    struct Account {
+        uint128 free;
+        uint128 locked;
+    }
+
+    /// @notice What the settlement of a slot charged members for the treasury (imbalances and
+    /// penalties) and what it owed them (export credit), in token units.
+    struct SlotFlows {
+        uint128 charged;
+        uint128 credited;
     }
 
     /// @notice Band violations of a flexibility over all settled slots.
@@ -53,8 +82,10 @@ contract Settlement is CommunityRoleGuard {
         uint224 wattMinutes;
     }
 
-    /// @notice Longest finality delay (one week).
-    uint32 public constant MAX_FINALITY_DELAY_MINUTES = uint32(CommunityTime.MINUTES_PER_WEEK);
+    /// @notice Changes of terms and treasury apply only to slots starting this much later (two days).
+    uint32 public constant NOTICE_MINUTES = uint32(2 * CommunityTime.MINUTES_PER_DAY);
+    /// @notice Largest `missingMinuteW` (1 MW).
+    uint32 public constant MAX_MISSING_MINUTE_W = 1_000_000;
     uint256 private constant WATT_MINUTES_PER_KWH = 1000 * CommunityTime.MINUTES_PER_HOUR;
 
     uint32 public immutable slotMinutes;
@@ -63,48 +94,47 @@ contract Settlement is CommunityRoleGuard {
     IERC20 public immutable token;
     IEnergyMarket public immutable market;
 
-    /// @notice The community account that buys imbalances from and sells them to the grid.
-    address public treasury;
-    /// @notice A slot is final this many minutes after it ends.
-    uint32 public finalityDelayMinutes;
-    /// @notice Registry meters and flexibilities already assigned to their members.
-    uint256 public indexedMeters;
-    uint256 public indexedFlexibilities;
-
-    GridPrices[] private _prices;
-    mapping(address member => bytes32[] meterIds) private _meters;
-    mapping(address member => MeteredFlexibility[]) private _flexibilities;
+    Terms[] private _terms;
+    TreasuryChange[] private _treasuries;
+    mapping(address account => Account) private _accounts;
     mapping(address member => mapping(uint32 slot => bool)) private _settled;
+    mapping(uint32 slot => SlotFlows) private _flows;
     mapping(bytes32 flexibility => Violations) private _violations;
     /// @notice What `member` owes the treasury and could not pay yet.
     mapping(address member => uint256 amount) public debtOf;
     /// @notice What the treasury owes `member` and could not pay yet.
     mapping(address member => uint256 amount) public creditOf;
 
-    event TreasurySet(address treasury);
-    event GridPricesSet(uint32 fromSlot, uint112 importPrice, uint112 exportPrice);
-    event FinalityDelaySet(uint32 delayMinutes);
-    event AssetsIndexed(uint256 meters, uint256 flexibilities);
-    /// @notice `member`'s slot: traded net `tradedWh`, metered `meteredWattMinutes`, imbalance
-    /// `imbalanceWattMinutes` (W·min, + = took more than it bought) valued at `imbalanceAmount`
-    /// (+ = member pays the treasury, − = the treasury pays the member).
+    event Deposited(address indexed account, uint256 amount, uint256 debtPaid);
+    event Withdrawn(address indexed account, uint256 amount);
+    event Locked(address indexed member, uint256 amount);
+    event Unlocked(address indexed member, uint256 amount);
+    event TermsSet(
+        uint32 fromSlot, uint96 importPrice, uint96 exportPrice, uint96 penaltyPrice, uint32 missingMinuteW
+    );
+    event TreasurySet(uint32 fromSlot, address treasury);
+    /// @notice `member`'s slot: traded net `tradedWh`, metered `meteredWattMinutes` (with
+    /// `missingMinutes` counted at `missingMinuteW`), imbalance `imbalanceWattMinutes` (W·min,
+    /// + = took more than it bought); `charge` and `penalty` are owed to the treasury,
+    /// `credit` is owed by it.
     event MemberSettled(
         address indexed member,
         uint32 indexed slot,
         int256 tradedWh,
         int256 meteredWattMinutes,
+        uint256 missingMinutes,
         int256 imbalanceWattMinutes,
-        int256 imbalanceAmount,
-        uint256 proceeds
+        uint256 charge,
+        uint256 credit,
+        uint256 penalty
     );
-    /// @notice Tokens moved for `member`: to and from the treasury, proceeds paid out, and
-    /// the debts left (`debt` owed by the member, `credit` owed to it).
+    /// @notice Tokens moved for `member`: paid to and by the treasury, and the debts left
+    /// (`debt` owed by the member, `credit` owed to it).
     event MemberPaid(
         address indexed member,
         uint32 indexed slot,
         uint256 paidToTreasury,
         uint256 paidByTreasury,
-        uint256 proceedsPaidOut,
         uint256 debt,
         uint256 credit
     );
@@ -120,69 +150,128 @@ contract Settlement is CommunityRoleGuard {
         int64 pMaxW
     );
 
-    /// @notice `slot` is final at `finalTime` (Unix s); it is `blockTime`.
+    /// @notice `slot` can be settled from `finalTime` (Unix s, its data deadline); it is `blockTime`.
     error SlotNotFinal(uint32 slot, uint256 finalTime, uint256 blockTime);
-    error TreasuryNotSet();
-    /// @notice No grid prices are in force for `slot`.
-    error NoGridPrices(uint32 slot);
-    /// @notice Prices can be set only for slots after the current one.
-    error PriceSlotNotInFuture(uint32 fromSlot, uint256 currentSlot);
-    error ExportAboveImport(uint112 importPrice, uint112 exportPrice);
-    error FinalityDelayTooLong(uint32 delayMinutes, uint32 maxMinutes);
+    /// @notice Terms and treasury can change only for slots starting at or after `earliestSlot`.
+    error NoticeTooShort(uint32 fromSlot, uint256 earliestSlot);
+    error ExportAboveImport(uint96 importPrice, uint96 exportPrice);
+    error MissingMinutePowerTooHigh(uint32 missingMinuteW, uint32 maxW);
+    /// @notice `account`'s free deposit `free` is smaller than `amount`.
+    error InsufficientDeposit(address account, uint256 amount, uint256 free);
+    /// @notice Only the market may lock and unlock deposits.
+    error NotMarket(address account);
+    error ZeroAmount();
 
     /// @param registry_ The community registry.
     /// @param ledger_ The measurement ledger.
     /// @param limits_ The capacity limits.
     /// @param token_ The community token.
     /// @param market_ The energy market (it must bind this contract).
-    /// @param finalityDelayMinutes_ Minutes after a slot's end before it can be settled.
+    /// @param treasury_ The community treasury account.
+    /// @param defaultTerms Terms in force from the first slot on (`fromSlot` is ignored).
     constructor(
         ICommunityRegistry registry_,
         IMarketLedger ledger_,
         IMarketLimits limits_,
         IERC20 token_,
         IEnergyMarket market_,
-        uint32 finalityDelayMinutes_
+        address treasury_,
+        Terms memory defaultTerms
     ) CommunityRoleGuard(registry_) {
         if (
             address(ledger_) == address(0) || address(limits_) == address(0) || address(token_) == address(0)
-                || address(market_) == address(0)
+                || address(market_) == address(0) || treasury_ == address(0)
         ) revert ICommunityErrors.ZeroAddress();
         slotMinutes = registry_.slotMinutes();
         (ledger, limits, token, market) = (ledger_, limits_, token_, market_);
-        _setFinalityDelay(finalityDelayMinutes_);
+        defaultTerms.fromSlot = 0;
+        _pushTerms(defaultTerms);
+        _treasuries.push(TreasuryChange(0, treasury_));
+        emit TreasurySet(0, treasury_);
+    }
+
+    modifier onlyMarket() {
+        if (msg.sender != address(market)) revert NotMarket(msg.sender);
+        _;
+    }
+
+    // --------------------------------------------------------------------- deposits
+
+    /// @notice Move `amount` tokens of the caller into its deposit (approve this contract for
+    /// exactly that much first); pays the caller's debt first.
+    /// @dev Requirements: `amount` > 0; the token transfer succeeds. Anyone may call.
+    function deposit(uint256 amount) external {
+        if (amount == 0) revert ZeroAmount();
+        token.safeTransferFrom(msg.sender, address(this), amount);
+        _accounts[msg.sender].free += uint128(amount);
+        uint256 debtPaid = _collectDebt(msg.sender);
+        emit Deposited(msg.sender, amount, debtPaid);
+    }
+
+    /// @notice Take `amount` of the caller's free deposit back (works while the market is paused).
+    /// @dev Requirements: `amount` > 0; after its debt is paid, the caller's free deposit
+    /// covers `amount`. Anyone may call for itself.
+    function withdraw(uint256 amount) external {
+        if (amount == 0) revert ZeroAmount();
+        _collectDebt(msg.sender);
+        Account storage account = _accounts[msg.sender];
+        if (account.free < amount) revert InsufficientDeposit(msg.sender, amount, account.free);
+        account.free -= uint128(amount);
+        emit Withdrawn(msg.sender, amount);
+        token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @inheritdoc IMarketVault
+    /// @dev Requirements: caller is the market; after its debt is paid, `member`'s free
+    /// deposit covers `amount`.
+    function lock(address member, uint256 amount) external onlyMarket {
+        _collectDebt(member);
+        Account storage account = _accounts[member];
+        if (account.free < amount) revert InsufficientDeposit(member, amount, account.free);
+        account.free -= uint128(amount);
+        account.locked += uint128(amount);
+        emit Locked(member, amount);
+    }
+
+    /// @inheritdoc IMarketVault
+    /// @dev Requirements: caller is the market.
+    function unlock(address member, uint256 amount) external onlyMarket {
+        Account storage account = _accounts[member];
+        account.locked -= uint128(amount);
+        account.free += uint128(amount);
+        emit Unlocked(member, amount);
+    }
+
+    /// @notice Pay `member` what the treasury owes it, as far as the treasury's deposit allows.
+    /// @dev Anyone may call.
+    function claimCredit(address member) external {
+        _payCredit(member, treasuryAt(_currentSlot()), 0);
     }
 
     // ---------------------------------------------------------------- configuration
 
-    /// @notice Set the community treasury account.
-    /// @dev Requirements: caller has the market-operator role; `treasury_` not zero.
-    function setTreasury(address treasury_) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
+    /// @notice Settlement terms from slot `fromSlot` on; replaces any terms scheduled for
+    /// `fromSlot` or later.
+    /// @dev Requirements: caller has the market-operator role; `fromSlot` starts at least
+    /// NOTICE_MINUTES from now; `exportPrice ≤ importPrice`; `missingMinuteW ≤ MAX_MISSING_MINUTE_W`.
+    function setTerms(Terms calldata terms) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
+        _requireNotice(terms.fromSlot);
+        while (_terms.length > 1 && _terms[_terms.length - 1].fromSlot >= terms.fromSlot) _terms.pop();
+        _pushTerms(terms);
+    }
+
+    /// @notice The treasury account from slot `fromSlot` on; replaces any change scheduled
+    /// for `fromSlot` or later.
+    /// @dev Requirements: caller has the admin role; `treasury_` not zero; `fromSlot` starts
+    /// at least NOTICE_MINUTES from now.
+    function setTreasury(address treasury_, uint32 fromSlot) external onlyCommunityRole(DEFAULT_ADMIN_ROLE) {
         if (treasury_ == address(0)) revert ICommunityErrors.ZeroAddress();
-        treasury = treasury_;
-        emit TreasurySet(treasury_);
-    }
-
-    /// @notice Grid import and export prices (token units per kWh) from slot `fromSlot` on;
-    /// replaces any prices scheduled for `fromSlot` or later.
-    /// @dev Requirements: caller has the market-operator role; `fromSlot` is after the
-    /// current slot; `exportPrice ≤ importPrice`.
-    function setGridPrices(uint32 fromSlot, uint112 importPrice, uint112 exportPrice)
-        external
-        onlyCommunityRole(MARKET_OPERATOR_ROLE)
-    {
-        uint256 current = CommunityTime.slotOf(CommunityTime.currentMinute(), slotMinutes);
-        if (fromSlot <= current) revert PriceSlotNotInFuture(fromSlot, current);
-        if (exportPrice > importPrice) revert ExportAboveImport(importPrice, exportPrice);
-        while (_prices.length > 0 && _prices[_prices.length - 1].fromSlot >= fromSlot) _prices.pop();
-        _prices.push(GridPrices(fromSlot, importPrice, exportPrice));
-        emit GridPricesSet(fromSlot, importPrice, exportPrice);
-    }
-
-    /// @notice A slot is final `delayMinutes` after it ends.
-    /// @dev Requirements: caller has the market-operator role; `delayMinutes ≤ MAX_FINALITY_DELAY_MINUTES`.
-    function setFinalityDelay(uint32 delayMinutes) external onlyCommunityRole(MARKET_OPERATOR_ROLE) {
-        _setFinalityDelay(delayMinutes);
+        _requireNotice(fromSlot);
+        while (_treasuries.length > 1 && _treasuries[_treasuries.length - 1].fromSlot >= fromSlot) {
+            _treasuries.pop();
+        }
+        _treasuries.push(TreasuryChange(fromSlot, treasury_));
+        emit TreasurySet(fromSlot, treasury_);
     }
 
     // ------------------------------------------------------------------- settlement
@@ -190,52 +279,63 @@ contract Settlement is CommunityRoleGuard {
     /// @notice Settle `members` for `slot` (see the contract notes); members settled for the
     /// slot before are skipped, so a repeated call changes nothing.
     /// @return settled Number of members settled by this call.
-    /// @dev Requirements: the slot is final; a treasury is set; grid prices are in force for
-    /// the slot; an auction slot with open orders was cleared (the market's `release`).
+    /// @dev Requirements: the slot's data deadline has passed; the market finalized the slot.
     /// Anyone may call.
     function settle(uint32 slot, address[] calldata members) external returns (uint256 settled) {
         uint256 finalAt = finalTime(slot);
         if (block.timestamp < finalAt) revert SlotNotFinal(slot, finalAt, block.timestamp);
-        if (treasury == address(0)) revert TreasuryNotSet();
-        GridPrices memory prices = gridPricesAt(slot);
-        _indexAssets();
+        Terms memory terms = termsAt(slot);
+        address treasury = treasuryAt(slot);
         for (uint256 i = 0; i < members.length; ++i) {
             if (_settled[members[i]][slot]) continue;
-            _settleMember(members[i], slot, prices);
+            _settleMember(members[i], slot, terms, treasury);
             ++settled;
         }
     }
 
-    /// @notice Collect what `member` owes the treasury and pay what the treasury owes it, as
-    /// far as balances and allowances allow.
-    /// @dev Requirements: a treasury is set. Anyone may call.
-    function settleDebts(address member) external {
-        if (treasury == address(0)) revert TreasuryNotSet();
-        _pay(member, 0, 0, 0);
-    }
-
     // ------------------------------------------------------------------------ views
+
+    /// @notice `account`'s deposit: free and locked tokens.
+    function accountOf(address account) external view returns (Account memory) {
+        return _accounts[account];
+    }
 
     /// @notice True when `member` was settled for `slot`.
     function isSettled(address member, uint32 slot) external view returns (bool) {
         return _settled[member][slot];
     }
 
-    /// @notice When `slot` becomes final (Unix seconds).
+    /// @notice When `slot` can be settled (Unix seconds): the ledger's data deadline.
     function finalTime(uint32 slot) public view returns (uint256) {
-        return CommunityTime.slotEndTime(slot, slotMinutes) + CommunityTime.secondsOf(finalityDelayMinutes);
+        return ledger.dataDeadline(slot);
     }
 
-    /// @notice The grid prices in force for `slot`; reverts with `NoGridPrices` if none.
-    function gridPricesAt(uint32 slot) public view returns (GridPrices memory) {
-        (uint256 low, uint256 high) = (0, _prices.length);
+    /// @notice The terms in force for `slot` (there always are some).
+    function termsAt(uint32 slot) public view returns (Terms memory) {
+        (uint256 low, uint256 high) = (0, _terms.length);
         while (low < high) {
             uint256 middle = (low + high) / 2;
-            if (_prices[middle].fromSlot <= slot) low = middle + 1;
+            if (_terms[middle].fromSlot <= slot) low = middle + 1;
             else high = middle;
         }
-        if (low == 0) revert NoGridPrices(slot);
-        return _prices[low - 1];
+        return _terms[low - 1];
+    }
+
+    /// @notice The treasury account in force for `slot`.
+    function treasuryAt(uint32 slot) public view returns (address) {
+        uint256 i = _treasuries.length;
+        while (_treasuries[i - 1].fromSlot > slot) --i;
+        return _treasuries[i - 1].treasury;
+    }
+
+    /// @inheritdoc IMarketVault
+    function collateralPrice(uint32 slot) external view returns (uint256) {
+        return termsAt(slot).importPrice;
+    }
+
+    /// @notice What the settlement of `slot` charged for and credited from the treasury so far.
+    function slotFlows(uint32 slot) external view returns (SlotFlows memory) {
+        return _flows[slot];
     }
 
     /// @notice Band violations of `flexibility` over every settled slot.
@@ -243,112 +343,136 @@ contract Settlement is CommunityRoleGuard {
         return _violations[flexibility];
     }
 
-    /// @notice Meters of `member` known to the settlement (indexed from the registry).
-    function metersOf(address member) external view returns (bytes32[] memory) {
-        return _meters[member];
-    }
-
-    /// @notice Metered flexibilities of `member` known to the settlement.
-    function flexibilitiesOf(address member) external view returns (MeteredFlexibility[] memory) {
-        return _flexibilities[member];
-    }
-
     // -------------------------------------------------------------------- internals
 
-    function _setFinalityDelay(uint32 delayMinutes) private {
-        if (delayMinutes > MAX_FINALITY_DELAY_MINUTES) {
-            revert FinalityDelayTooLong(delayMinutes, MAX_FINALITY_DELAY_MINUTES);
-        }
-        finalityDelayMinutes = delayMinutes;
-        emit FinalityDelaySet(delayMinutes);
+    function _currentSlot() private view returns (uint32) {
+        return uint32(CommunityTime.slotOf(CommunityTime.currentMinute(), slotMinutes));
     }
 
-    /// @dev Assign meters and flexibilities registered since the last call to their members
-    /// (a meter's member and a flexibility's owner never change in the registry).
-    function _indexAssets() private {
-        IMarketRegistry directory = IMarketRegistry(address(registry));
-        bytes32[] memory meterIds = directory.meterIds();
-        bytes32[] memory flexibilityIds = directory.flexibilityIds();
-        if (meterIds.length == indexedMeters && flexibilityIds.length == indexedFlexibilities) return;
-        for (uint256 i = indexedMeters; i < meterIds.length; ++i) {
-            _meters[directory.meter(meterIds[i]).member].push(meterIds[i]);
-        }
-        for (uint256 i = indexedFlexibilities; i < flexibilityIds.length; ++i) {
-            ICommunityRegistry.Flexibility memory flex = directory.flexibility(flexibilityIds[i]);
-            if (flex.meter != bytes32(0)) {
-                _flexibilities[flex.owner].push(MeteredFlexibility(flexibilityIds[i], flex.meter));
-            }
-        }
-        (indexedMeters, indexedFlexibilities) = (meterIds.length, flexibilityIds.length);
-        emit AssetsIndexed(meterIds.length, flexibilityIds.length);
+    function _requireNotice(uint32 fromSlot) private view {
+        uint256 earliestMinute = CommunityTime.currentMinute() + NOTICE_MINUTES;
+        uint256 earliestSlot = (earliestMinute + slotMinutes - 1) / slotMinutes;
+        if (fromSlot < earliestSlot) revert NoticeTooShort(fromSlot, earliestSlot);
     }
 
-    function _settleMember(address member, uint32 slot, GridPrices memory prices) private {
+    function _pushTerms(Terms memory terms) private {
+        if (terms.exportPrice > terms.importPrice) revert ExportAboveImport(terms.importPrice, terms.exportPrice);
+        if (terms.missingMinuteW > MAX_MISSING_MINUTE_W) {
+            revert MissingMinutePowerTooHigh(terms.missingMinuteW, MAX_MISSING_MINUTE_W);
+        }
+        _terms.push(terms);
+        emit TermsSet(terms.fromSlot, terms.importPrice, terms.exportPrice, terms.penaltyPrice, terms.missingMinuteW);
+    }
+
+    function _settleMember(address member, uint32 slot, Terms memory terms, address treasury) private {
         _settled[member][slot] = true;
-        (uint64 boughtWh, uint64 soldWh, uint256 proceeds) = market.release(member, slot);
-        int256 metered = _meteredWattMinutes(member, slot);
-        int256 traded = int256(uint256(boughtWh)) - int256(uint256(soldWh));
+        IEnergyMarket.Position memory held = market.release(member, slot);
+        Account storage account = _accounts[member];
+        account.locked -= uint128(held.paid + held.collateral);
+        account.free += uint128(held.proceeds + held.collateral);
+
+        (int256 metered, uint256 missing) = _metered(member, slot, terms.missingMinuteW);
+        int256 traded = int256(uint256(held.boughtWh)) - int256(uint256(held.soldWh));
         int256 imbalance = metered - traded * int256(CommunityTime.MINUTES_PER_HOUR);
-        int256 amount = imbalance > 0
-            ? int256(_ceilDiv(uint256(imbalance) * prices.importPrice, WATT_MINUTES_PER_KWH))
-            : -int256(uint256(-imbalance) * prices.exportPrice / WATT_MINUTES_PER_KWH);
-        emit MemberSettled(member, slot, traded, metered, imbalance, amount, proceeds);
-        _pay(member, slot, amount, proceeds);
-        _checkBands(member, slot);
+        uint256 charge;
+        uint256 credit;
+        if (imbalance > 0) {
+            charge = _ceilDiv(uint256(imbalance) * terms.importPrice, WATT_MINUTES_PER_KWH);
+        } else if (imbalance < 0 && metered < 0) {
+            credit = _min(uint256(-imbalance), uint256(-metered)) * terms.exportPrice / WATT_MINUTES_PER_KWH;
+        }
+        uint256 penalty = _checkBands(member, slot, terms);
+        emit MemberSettled(member, slot, traded, metered, missing, imbalance, charge, credit, penalty);
+        SlotFlows storage flows = _flows[slot];
+        flows.charged += uint128(charge + penalty);
+        flows.credited += uint128(credit);
+        debtOf[member] += charge + penalty;
+        uint256 paidToTreasury = _collectDebt(member);
+        uint256 paidByTreasury = _payCredit(member, treasury, credit);
+        emit MemberPaid(member, slot, paidToTreasury, paidByTreasury, debtOf[member], creditOf[member]);
     }
 
-    function _meteredWattMinutes(address member, uint32 slot) private view returns (int256 metered) {
-        bytes32[] storage meterIds = _meters[member];
+    /// @dev Σ over `member`'s meters of the slot's W·min; every minute a meter did not report
+    /// while it was registered counts as `missingMinuteW`.
+    function _metered(address member, uint32 slot, uint32 missingMinuteW)
+        private
+        view
+        returns (int256 metered, uint256 missing)
+    {
+        IMarketRegistry directory = IMarketRegistry(address(registry));
+        bytes32[] memory meterIds = directory.metersOf(member);
         for (uint256 i = 0; i < meterIds.length; ++i) {
-            (, int88 activeWattMinutes,) = ledger.slotEnergy(meterIds[i], slot);
-            metered += activeWattMinutes;
+            (uint16 readings, int88 activeWattMinutes,) = ledger.slotEnergy(meterIds[i], slot);
+            uint256 gap = _missing(directory.meter(meterIds[i]), slot, readings);
+            missing += gap;
+            metered += int256(activeWattMinutes) + int256(gap * missingMinuteW);
         }
     }
 
-    /// @dev Net `amount` (+ member owes the treasury) with the debts on record, pay from
-    /// `proceeds` first, then through allowances; record what is left as debt or credit.
-    function _pay(address member, uint32 slot, int256 amount, uint256 proceeds) private {
-        int256 owed = amount + int256(debtOf[member]) - int256(creditOf[member]);
-        (debtOf[member], creditOf[member]) = (0, 0);
-        uint256 toTreasury;
-        uint256 fromTreasury;
-        if (owed > 0) {
-            uint256 fromProceeds = _min(uint256(owed), proceeds);
-            proceeds -= fromProceeds;
-            if (fromProceeds != 0) token.safeTransfer(treasury, fromProceeds);
-            toTreasury = fromProceeds + _pull(member, treasury, uint256(owed) - fromProceeds);
-            debtOf[member] = uint256(owed) - toTreasury;
-        } else if (owed < 0) {
-            fromTreasury = _pull(treasury, member, uint256(-owed));
-            creditOf[member] = uint256(-owed) - fromTreasury;
-        }
-        if (proceeds != 0) token.safeTransfer(member, proceeds);
-        emit MemberPaid(member, slot, toTreasury, fromTreasury, proceeds, debtOf[member], creditOf[member]);
+    /// @dev Minutes of `slot` in which `meter` was registered and has no reading: those from
+    /// its registration minute up to (not including) its deregistration minute.
+    function _missing(IMarketRegistry.RegisteredMeter memory meter, uint32 slot, uint256 readings)
+        private
+        view
+        returns (uint256)
+    {
+        uint256 from = _max(CommunityTime.slotStartMinute(slot, slotMinutes), meter.registeredMinute);
+        uint256 until = CommunityTime.slotEndMinute(slot, slotMinutes);
+        if (!meter.active) until = _min(until, meter.deregisteredMinute);
+        uint256 expected = until > from ? until - from : 0;
+        return expected > readings ? expected - readings : 0;
     }
 
-    /// @dev Move as much of `amount` from `from` to `to` as `from`'s balance and allowance allow.
-    function _pull(address from, address to, uint256 amount) private returns (uint256 moved) {
-        if (amount == 0) return 0;
-        moved = _min(amount, _min(token.balanceOf(from), token.allowance(from, address(this))));
-        if (moved != 0) token.safeTransferFrom(from, to, moved);
-    }
-
-    /// @dev Record energy outside the band of each of `member`'s metered flexibilities.
-    function _checkBands(address member, uint32 slot) private {
-        MeteredFlexibility[] storage flexes = _flexibilities[member];
-        for (uint256 i = 0; i < flexes.length; ++i) {
-            (uint16 readings, int88 metered,) = ledger.slotEnergy(flexes[i].meter, slot);
-            if (readings == 0) continue;
-            (int64 pMinW, int64 pMaxW,) = limits.tightestBand(flexes[i].flexibility, slot);
-            int256 above = int256(metered) - int256(pMaxW) * int256(uint256(readings));
-            int256 below = int256(pMinW) * int256(uint256(readings)) - metered;
+    /// @dev Record energy outside the band of each of `member`'s flexibilities (by their own
+    /// meters, missing minutes counted as `missingMinuteW`) and return its penalty.
+    function _checkBands(address member, uint32 slot, Terms memory terms) private returns (uint256 penalty) {
+        IMarketRegistry directory = IMarketRegistry(address(registry));
+        bytes32[] memory flexibilityIds = directory.flexibilitiesOf(member);
+        uint256 outsideTotal;
+        for (uint256 i = 0; i < flexibilityIds.length; ++i) {
+            bytes32 id = flexibilityIds[i];
+            bytes32 meterId = directory.flexibility(id).meter;
+            (uint16 readings, int88 recorded,) = ledger.slotEnergy(meterId, slot);
+            uint256 gap = _missing(directory.meter(meterId), slot, readings);
+            uint256 counted = readings + gap;
+            if (counted == 0) continue;
+            int256 metered = int256(recorded) + int256(gap * terms.missingMinuteW);
+            (int64 pMinW, int64 pMaxW,) = limits.tightestBand(id, slot);
+            int256 above = metered - int256(pMaxW) * int256(counted);
+            int256 below = int256(pMinW) * int256(counted) - metered;
             uint256 outside = (above > 0 ? uint256(above) : 0) + (below > 0 ? uint256(below) : 0);
             if (outside == 0) continue;
-            Violations storage record = _violations[flexes[i].flexibility];
+            outsideTotal += outside;
+            Violations storage record = _violations[id];
             record.count += 1;
             record.wattMinutes += uint224(outside);
-            emit BandViolation(flexes[i].flexibility, slot, member, outside, metered, readings, pMinW, pMaxW);
+            emit BandViolation(id, slot, member, outside, metered, uint16(counted), pMinW, pMaxW);
         }
+        penalty = _ceilDiv(outsideTotal * terms.penaltyPrice, WATT_MINUTES_PER_KWH);
+    }
+
+    /// @dev Pay `member`'s debt from its free deposit to the current treasury, as far as it goes.
+    function _collectDebt(address member) private returns (uint256 paid) {
+        uint256 debt = debtOf[member];
+        if (debt == 0) return 0;
+        Account storage account = _accounts[member];
+        paid = _min(debt, account.free);
+        if (paid == 0) return 0;
+        debtOf[member] = debt - paid;
+        account.free -= uint128(paid);
+        _accounts[treasuryAt(_currentSlot())].free += uint128(paid);
+    }
+
+    /// @dev Add `credit` to what `treasury` owes `member` and pay it from the treasury's free deposit.
+    function _payCredit(address member, address treasury, uint256 credit) private returns (uint256 paid) {
+        uint256 owed = creditOf[member] + credit;
+        if (owed == 0) return 0;
+        Account storage source = _accounts[treasury];
+        paid = _min(owed, source.free);
+        creditOf[member] = owed - paid;
+        if (paid == 0) return 0;
+        source.free -= uint128(paid);
+        _accounts[member].free += uint128(paid);
     }
 
     function _ceilDiv(uint256 a, uint256 b) private pure returns (uint256) {
@@ -357,5 +481,9 @@ contract Settlement is CommunityRoleGuard {
 
     function _min(uint256 a, uint256 b) private pure returns (uint256) {
         return a < b ? a : b;
+    }
+
+    function _max(uint256 a, uint256 b) private pure returns (uint256) {
+        return a > b ? a : b;
     }
 }

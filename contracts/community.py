@@ -41,14 +41,14 @@ class Community:
     def slot_minutes(self) -> int:
         return self.clock.slot_minutes
 
-    def approve_trading(self, member: Signer, tokens: Decimal | str | None = None) -> list[TxReceipt]:
-        """Let the market (escrow of buy orders) and the settlement (imbalances) take
-        ``member``'s tokens (unlimited when ``tokens`` is None)."""
+    def fund(self, account: Signer, tokens: Decimal | str) -> list[TxReceipt]:
+        """Move ``tokens`` of ``account`` into its deposit in the settlement (an approval of
+        exactly that amount, then the deposit): what its orders lock and its bills are paid from."""
         return [
-            self.token.approve(member, spender, tokens)
-            for spender in (self.market.address, self.settlement.address)
+            self.token.approve(account, self.settlement.address, tokens),
+            self.settlement.deposit(account, tokens),
         ]
 
-    def escrow_held(self) -> Decimal:
-        """Tokens the market holds: open buy orders plus trades not yet settled."""
-        return self.token.balance(self.market.address)
+    def deposits_held(self) -> Decimal:
+        """Tokens the settlement holds: every deposit, free and locked."""
+        return self.token.balance(self.settlement.address)

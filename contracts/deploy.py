@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import rlp
 from eth_utils import keccak, to_canonical_address, to_checksum_address
 
 from contracts.client import ChainClient, ChainError, Signer
+from contracts.settlement import Terms
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,22 @@ class CommunityConfig:
     token_symbol: str = "CET"
     clearing_mode: str = "continuous"  # one of CLEARING_MODES; the operator may change it before use
     gate_closure_minutes: int = 5  # orders for a slot close this long before it starts
-    finality_delay_minutes: int = 15  # a slot is settled this long after it ends
+    data_delay_minutes: int = 15  # meter readings of a slot are taken this long after it ends
+    # standing settlement terms (tokens per kWh; kW a missing meter minute counts as)
+    import_price: str = "0.30"
+    export_price: str = "0.08"
+    penalty_price: str = "1.00"
+    missing_minute_kw: float = 20.0
+    treasury: str = ""  # the treasury account; empty: the admin
+
+    def terms(self) -> Terms:
+        """The standing settlement terms."""
+        return Terms(
+            Decimal(self.import_price),
+            Decimal(self.export_price),
+            Decimal(self.penalty_price),
+            self.missing_minute_kw,
+        )
 
 
 @dataclass(frozen=True)
@@ -74,8 +91,8 @@ DEPLOY_GAS = {
     "MeasurementLedger": 1_500_000,
     "CapacityLimits": 2_500_000,
     "CommunityToken": 1_500_000,
-    "EnergyMarket": 6_000_000,
-    "Settlement": 3_000_000,
+    "EnergyMarket": 7_000_000,
+    "Settlement": 4_000_000,
 }
 BIND_GAS = 100_000
 
@@ -94,13 +111,12 @@ def deploy_community(client: ChainClient, admin: Signer, config: CommunityConfig
     at = {name: _create_address(admin.address, nonce + i) for i, name in enumerate(names)}
     arguments = {
         "CommunityRegistry": (admin.address, config.name, config.slot_minutes),
-        "MeasurementLedger": (at["CommunityRegistry"],),
+        "MeasurementLedger": (at["CommunityRegistry"], config.data_delay_minutes),
         "CapacityLimits": (at["CommunityRegistry"],),
         "CommunityToken": (at["CommunityRegistry"], config.token_name, config.token_symbol),
         "EnergyMarket": (
             at["CommunityRegistry"],
             at["CapacityLimits"],
-            at["CommunityToken"],
             CLEARING_MODES.index(config.clearing_mode),
             config.gate_closure_minutes,
         ),
@@ -110,7 +126,8 @@ def deploy_community(client: ChainClient, admin: Signer, config: CommunityConfig
             at["CapacityLimits"],
             at["CommunityToken"],
             at["EnergyMarket"],
-            config.finality_delay_minutes,
+            config.treasury or admin.address,
+            config.terms().to_chain(),
         ),
     }
     sent = []

@@ -74,8 +74,8 @@ class RecordedReading:
 class BatchRefusal:
     """Why the ledger refused a batch, by position in the batch: readings it already holds
     (deliver them, send the rest again) and readings it will never take (an unknown or
-    deregistered meter, a value out of range). Both empty: a refusal of the whole batch
-    that may pass later (a reading from the future, an outage)."""
+    deregistered meter, a value out of range, a slot past its data deadline). Both empty:
+    a refusal of the whole batch that may pass later (a reading from the future, an outage)."""
 
     error: str
     already_recorded: list[int]
@@ -122,12 +122,16 @@ class Ledger(ContractBinding):
         at_index = [index] if isinstance(index, int) and 0 <= index < len(batch) else []
         if revert.error == "DuplicateReading":
             return BatchRefusal(revert.error, at_index, [])
-        if revert.error == "ReadingOutOfRange":
+        if revert.error in ("ReadingOutOfRange", "ReadingPastDeadline"):
             return BatchRefusal(revert.error, [], at_index)
         if revert.error == "UnknownMeter":  # the meter names every reading it refuses
             meter = bytes(args.get("meter", b""))
             return BatchRefusal(revert.error, [], [i for i, r in enumerate(batch) if r.chain[0] == meter])
         return BatchRefusal(revert.error, [], [])
+
+    def data_deadline(self, slot: int) -> int:
+        """When readings of ``slot`` stop being accepted (Unix seconds)."""
+        return self._view("dataDeadline", slot)
 
     def slot_energy(self, meter_id: str, slot: int) -> SlotEnergy:
         count, active, reactive = self._view("slotEnergy", units.encode_id(meter_id), slot)

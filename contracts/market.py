@@ -2,7 +2,8 @@
 
 Energy in kWh, prices in tokens per kWh, token amounts in tokens (``Decimal``), times in
 UTC Unix seconds; a delivery slot is its index (``contracts.clock.SlotClock``). The rules
-themselves (matching, escrow, curtailment) are in the contract and ``docs/market.md``.
+themselves (matching, deposits and collateral, curtailment, finalization) are in the
+contract and ``docs/market.md``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ MARKET_EVENTS = (
     "OrderClosed",
     "TradeCurtailed",
     "AuctionCleared",
+    "SlotFinalized",
     "PositionReleased",
 )
+
+# EnergyMarket's constants (checked against the contract by the tests).
+MIN_QUANTITY_WH = 10
+PRICE_TICK_UNITS = 10**12
+MAX_OPEN_PER_MEMBER = 8
 
 
 class Side(enum.IntEnum):
@@ -64,6 +71,8 @@ class CloseReason(enum.IntEnum):
     MATCH_LIMIT = 3
     BAND_TIGHTENED = 4
     AUCTION_UNMATCHED = 5
+    DISPLACED = 6
+    REMOVED = 7
 
 
 class ClearingMode(enum.IntEnum):
@@ -76,9 +85,17 @@ def trade_value(energy_wh: int, price_units_per_kwh: int) -> int:
     return energy_wh * price_units_per_kwh // 1000
 
 
-def escrow_units(energy_wh: int, limit_price_units_per_kwh: int) -> int:
-    """Token units a buy order escrows: ``ceil(Wh · price / 1000)`` (the chain's rule)."""
-    return -(-energy_wh * limit_price_units_per_kwh // 1000)
+def lock_units(energy_wh: int, price_units_per_kwh: int) -> int:
+    """Token units ``energy_wh`` locks at a price: ``ceil(Wh · price / 1000)`` (the chain's
+    rule; a buy locks at its limit price, a sell at the slot's collateral price)."""
+    return -(-energy_wh * price_units_per_kwh // 1000)
+
+
+def on_tick(price: Decimal | float | str, up: bool = False) -> Decimal:
+    """``price`` (tokens per kWh) rounded to the market's price tick (down unless ``up``)."""
+    price_units = units.price_to_units_per_kwh(price)
+    ticks = -(-price_units // PRICE_TICK_UNITS) if up else price_units // PRICE_TICK_UNITS
+    return units.units_per_kwh_to_price(ticks * PRICE_TICK_UNITS)
 
 
 @dataclass(frozen=True)
@@ -173,10 +190,14 @@ class PlacedOrder:
 
 @dataclass(frozen=True)
 class Position:
+    """A member's matched energy in a slot and the tokens its trades hold locked."""
+
     bought_kwh: float
     sold_kwh: float
-    proceeds: Decimal
+    paid: Decimal
     released: bool
+    proceeds: Decimal
+    collateral: Decimal
 
 
 @dataclass(frozen=True)
@@ -206,7 +227,6 @@ class Curtailment:
 @dataclass(frozen=True)
 class CurtailResult:
     curtailments: list[Curtailment]
-    closures: list[Closure]
     done: bool
 
 
@@ -242,13 +262,20 @@ class EnergyMarket(ContractBinding):
         minutes = clock.duration_minutes(lead_seconds)
         return self._transact(operator, self._function("setGateClosure", minutes))
 
+    def set_paused(self, operator: Signer, paused: bool) -> TxReceipt:
+        """Stop (or resume) new orders; cancelling, settlement and withdrawals go on."""
+        return self._transact(operator, self._function("setPaused", paused))
+
+    def paused(self) -> bool:
+        return self._view("paused")
+
     # ----------------------------------------------------------------- orders
 
-    def escrow_for(self, request: OrderRequest) -> Decimal:
-        """Tokens a buy order escrows when placed (0 for a sell)."""
-        if request.side == Side.SELL:
-            return Decimal(0)
-        return units.units_to_tokens(escrow_units(request.quantity_wh, request.limit_price_units))
+    def lock_for(self, request: OrderRequest, collateral_price_units: int) -> Decimal:
+        """Tokens an order locks in the deposit when placed: a buy its value at the limit
+        price, a sell its collateral at ``collateral_price_units`` (``Settlement.collateral_price``)."""
+        price = request.limit_price_units if request.side == Side.BUY else collateral_price_units
+        return units.units_to_tokens(lock_units(request.quantity_wh, price))
 
     def insertion_hint(self, slot: int, side: Side, limit_price_units: int) -> int:
         return self._view("insertionHint", slot, int(side), limit_price_units)
@@ -274,6 +301,11 @@ class EnergyMarket(ContractBinding):
         receipt = self._transact(member, self._function("cancelOrder", order_id))
         return self._closures(receipt)[0]
 
+    def remove_order(self, operator: Signer, order_id: int) -> Closure:
+        """Take off the book an order of a removed member or an inactive asset."""
+        receipt = self._transact(operator, self._function("removeOrder", order_id))
+        return self._closures(receipt)[0]
+
     def expire_orders(self, caller: Signer, slot: int) -> list[Closure]:
         """Close (up to a bounded number of) open orders of ``slot`` after its gate closed."""
         return self._closures(self._transact(caller, self._function("expireOrders", slot)))
@@ -289,33 +321,31 @@ class EnergyMarket(ContractBinding):
             closures=self._closures(receipt),
         )
 
-    def curtail_preview(self, flex_id: str, slot: int) -> tuple[int, int, bool]:
-        """What ``curtail`` would do now: (trades cut, open orders cancelled, done), without
-        sending anything; (0, 0, True) when the schedule already fits the band."""
+    def curtail_preview(self, flex_id: str, slot: int) -> tuple[int, bool]:
+        """What ``curtail`` would do now: (trades cut, done), without sending anything;
+        (0, True) when the schedule already fits the band."""
         return tuple(self._view("curtail", units.encode_id(flex_id), slot))
 
     @staticmethod
     def settlement_started(revert: ContractRevert) -> bool:
-        """Whether ``revert`` says the slot is already being settled (too late to curtail)."""
+        """Whether ``revert`` says the slot is already finalized (too late to curtail)."""
         return revert.error == "SlotInSettlement"
 
     def curtail(self, caller: Signer, flex_id: str, slot: int) -> CurtailResult:
-        """Bring ``flex_id``'s schedule in ``slot`` back inside its band (see docs/market.md)."""
+        """Bring ``flex_id``'s matched schedule in ``slot`` back inside its band (docs/market.md)."""
         call = self._function("curtail", units.encode_id(flex_id), slot)
-        done = self.client.call(call)[2]
+        done = self.client.call(call)[1]
         receipt = self._transact(caller, call)
-        curtailments = [
-            Curtailment(
-                trade_id=event["tradeId"],
-                flex_id=units.decode_id(event["flexibility"]),
-                slot=event["slot"],
-                curtailed_kwh=units.wh_to_kwh(event["curtailedWh"]),
-                remaining_kwh=units.wh_to_kwh(event["remainingWh"]),
-                refund=units.units_to_tokens(event["refund"]),
-            )
-            for event in self._logs("TradeCurtailed", receipt)
-        ]
-        return CurtailResult(curtailments, self._closures(receipt), done)
+        return CurtailResult(self._curtailments(receipt), done)
+
+    def finalize_slot(self, caller: Signer, slot: int) -> tuple[bool, list[Curtailment]]:
+        """One bounded step of finalizing ``slot`` after gate closure: curtail every traded
+        flexibility to its band in force. Returns (finalized, trades cut by this call)."""
+        receipt = self._transact(caller, self._function("finalizeSlot", slot))
+        return bool(self._logs("SlotFinalized", receipt)), self._curtailments(receipt)
+
+    def finalized(self, slot: int) -> bool:
+        return self._view("book", slot)[9]
 
     # ------------------------------------------------------------------ views
 
@@ -329,9 +359,15 @@ class EnergyMarket(ContractBinding):
         return [self.order(order_id) for order_id in ids]
 
     def position(self, account: str, slot: int) -> Position:
-        bought, sold, proceeds, released = self._view("position", account, slot)
+        bought, sold, paid, released, proceeds, collateral = self._view("position", account, slot)
+        tokens = units.units_to_tokens
         return Position(
-            units.wh_to_kwh(bought), units.wh_to_kwh(sold), units.units_to_tokens(proceeds), released
+            units.wh_to_kwh(bought),
+            units.wh_to_kwh(sold),
+            tokens(paid),
+            released,
+            tokens(proceeds),
+            tokens(collateral),
         )
 
     def schedule(self, flex_id: str, slot: int) -> Schedule:
@@ -365,6 +401,19 @@ class EnergyMarket(ContractBinding):
             for event in self._logs("TradeExecuted", receipt)
         ]
 
+    def _curtailments(self, receipt: TxReceipt) -> list[Curtailment]:
+        return [
+            Curtailment(
+                trade_id=event["tradeId"],
+                flex_id=units.decode_id(event["flexibility"]),
+                slot=event["slot"],
+                curtailed_kwh=units.wh_to_kwh(event["curtailedWh"]),
+                remaining_kwh=units.wh_to_kwh(event["remainingWh"]),
+                refund=units.units_to_tokens(event["refund"]),
+            )
+            for event in self._logs("TradeCurtailed", receipt)
+        ]
+
     def _closures(self, receipt: TxReceipt) -> list[Closure]:
         return [
             Closure(
@@ -378,7 +427,7 @@ class EnergyMarket(ContractBinding):
 
 
 def _order(order_id: int, raw: Sequence) -> Order:
-    owner, slot, side, tif, kind, status, asset, price, quantity, remaining, _, _ = raw
+    owner, slot, side, tif, kind, status, asset, price, quantity, remaining, _, _, _ = raw
     return Order(
         order_id=order_id,
         owner=owner,

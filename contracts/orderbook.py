@@ -3,7 +3,7 @@
 
 Indexers, the dApp and the agents read this instead of walking contract storage: open
 orders per slot and side in book order (price, then time), trades with their
-curtailments, sellers' proceeds still held in escrow, auction prices. Amounts are the
+curtailments, what orders and unsettled trades keep locked in the deposits, auction prices. Amounts are the
 chain's exact integers (Wh, token units, units per kWh); ``contracts.market`` converts.
 """
 
@@ -21,7 +21,7 @@ from contracts.market import (
     OrderStatus,
     Side,
     TimeInForce,
-    escrow_units,
+    lock_units,
     trade_value,
 )
 
@@ -38,15 +38,16 @@ class BookOrder:
     limit_price: int  # token units per kWh
     quantity_wh: int
     remaining_wh: int
+    lock_price: int  # token units per kWh it locks: a buy's limit, a sell's collateral price
     status: OrderStatus = OrderStatus.OPEN
     close_reason: CloseReason | None = None
 
     @property
-    def escrow(self) -> int:
-        """Token units this order holds in the market (open buys only)."""
-        if self.side != Side.BUY or self.status != OrderStatus.OPEN:
+    def locked(self) -> int:
+        """Token units this open order locks in its owner's deposit."""
+        if self.status != OrderStatus.OPEN:
             return 0
-        return escrow_units(self.remaining_wh, self.limit_price)
+        return lock_units(self.remaining_wh, self.lock_price)
 
 
 @dataclass
@@ -70,8 +71,10 @@ class OrderBookView:
 
     orders: dict[int, BookOrder] = field(default_factory=dict)
     trades: dict[int, BookTrade] = field(default_factory=dict)
-    proceeds: dict[tuple[str, int], int] = field(default_factory=dict)  # (seller, slot) -> unreleased units
+    # (member, slot) -> token units its unreleased trades keep locked (buys' value, sells' collateral)
+    trade_locks: dict[tuple[str, int], int] = field(default_factory=dict)
     released: set[tuple[str, int]] = field(default_factory=set)
+    collateral: dict[tuple[str, int], int] = field(default_factory=dict)  # (seller, slot) -> units
     auction_prices: dict[int, int] = field(default_factory=dict)
 
     def apply(self, event: ChainEvent) -> None:
@@ -119,9 +122,9 @@ class OrderBookView:
             hint = order.order_id
         return hint
 
-    def escrow(self) -> int:
-        """Token units the market must hold: open buys plus unreleased proceeds."""
-        return sum(order.escrow for order in self.orders.values()) + sum(self.proceeds.values())
+    def locked(self) -> int:
+        """Token units the market keeps locked in the deposits: open orders plus unreleased trades."""
+        return sum(order.locked for order in self.orders.values()) + sum(self.trade_locks.values())
 
     def slot_trades(self, slot: int) -> list[BookTrade]:
         return [t for t in self.trades.values() if t.slot == slot]
@@ -140,11 +143,21 @@ class OrderBookView:
             limit_price=e["limitPrice"],
             quantity_wh=e["quantityWh"],
             remaining_wh=e["quantityWh"],
+            lock_price=e["lockPrice"],
         )
 
     def _on_TradeExecuted(self, e: dict) -> None:
         trade = BookTrade(e["tradeId"], e["slot"], e["buyOrder"], e["sellOrder"], e["quantityWh"], e["price"])
         self.trades[trade.trade_id] = trade
+        buy, sell = self.orders[e["buyOrder"]], self.orders[e["sellOrder"]]
+        collateral = lock_units(sell.remaining_wh, sell.lock_price) - lock_units(
+            e["sellRemainingWh"], sell.lock_price
+        )
+        self._add_lock(buy.owner, e["slot"], e["value"])
+        self._add_lock(sell.owner, e["slot"], collateral)
+        self.collateral[(sell.owner, e["slot"])] = (
+            self.collateral.get((sell.owner, e["slot"]), 0) + collateral
+        )
         for order_id, remaining in (
             (e["buyOrder"], e["buyRemainingWh"]),
             (e["sellOrder"], e["sellRemainingWh"]),
@@ -153,8 +166,6 @@ class OrderBookView:
             order.remaining_wh = remaining
             if remaining == 0:
                 order.status = OrderStatus.FILLED
-        key = (self.orders[e["sellOrder"]].owner, e["slot"])
-        self.proceeds[key] = self.proceeds.get(key, 0) + e["value"]
 
     def _on_OrderClosed(self, e: dict) -> None:
         order = self.orders[e["orderId"]]
@@ -166,16 +177,25 @@ class OrderBookView:
         trade = self.trades[e["tradeId"]]
         trade.quantity_wh = e["remainingWh"]
         trade.curtailed_wh += e["curtailedWh"]
-        key = (self.orders[trade.sell_order].owner, trade.slot)
-        self.proceeds[key] -= e["refund"]
+        buy, sell = self.orders[trade.buy_order], self.orders[trade.sell_order]
+        self._add_lock(buy.owner, trade.slot, -e["refund"])
+        key = (sell.owner, trade.slot)
+        released = min(self.collateral.get(key, 0), e["curtailedWh"] * sell.lock_price // 1000)
+        self.collateral[key] = self.collateral.get(key, 0) - released
+        self._add_lock(sell.owner, trade.slot, -released)
 
     def _on_AuctionCleared(self, e: dict) -> None:
         self.auction_prices[e["slot"]] = e["price"]
 
     def _on_PositionReleased(self, e: dict) -> None:
         key = (e["member"], e["slot"])
-        self.proceeds.pop(key, None)
+        self.trade_locks.pop(key, None)
+        self.collateral.pop(key, None)
         self.released.add(key)
+
+    def _add_lock(self, member: str, slot: int, units_: int) -> None:
+        key = (member, slot)
+        self.trade_locks[key] = self.trade_locks.get(key, 0) + units_
 
 
 def build_order_book(market: EnergyMarket, from_block: int = 0) -> OrderBookView:

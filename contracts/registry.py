@@ -39,16 +39,22 @@ class FlexKind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Meter:
+    """A meter; ``registered_minute`` and ``deregistered_minute`` (Unix minutes; 0: not yet)
+    are read from the chain."""
+
     meter_id: str
     bus: int
     member: str
     signer: str
     active: bool = True
+    registered_minute: int = 0
+    deregistered_minute: int = 0
 
 
 @dataclass(frozen=True)
 class Flexibility:
-    """A registered flexibility in Python units (kW, load convention)."""
+    """A registered flexibility in Python units (kW, load convention); ``meter_id`` is its
+    own meter (a sub-meter of its owner that measures it alone; required on chain)."""
 
     flex_id: str
     owner: str
@@ -146,11 +152,19 @@ class Registry(ContractBinding):
         return self._transact(admin, self._function("deregisterMeter", units.encode_id(meter_id)))
 
     def meter(self, meter_id: str) -> Meter:
-        member, bus, active, signer = self._view("meter", units.encode_id(meter_id))
-        return Meter(meter_id, bus, member, signer, active)
+        member, bus, active, signer, registered, deregistered = self._view("meter", units.encode_id(meter_id))
+        return Meter(meter_id, bus, member, signer, active, registered, deregistered)
 
     def meter_ids(self) -> list[str]:
         return [units.decode_id(raw) for raw in self._view("meterIds")]
+
+    def meters_of(self, member: str) -> list[str]:
+        return [units.decode_id(raw) for raw in self._view("metersOf", member)]
+
+    def flexibility_of_meter(self, meter_id: str) -> str | None:
+        """The flexibility ``meter_id`` measures (None: a household meter)."""
+        raw = self._view("flexibilityOfMeter", units.encode_id(meter_id))
+        return units.decode_id(raw) if any(raw) else None
 
     def follow_meters(self, from_block: int) -> EventFollower[MeterEvent]:
         """Registrations, signer changes and deregistrations of meters from ``from_block`` on."""
@@ -195,6 +209,9 @@ class Registry(ContractBinding):
 
     def flexibility_ids(self) -> list[str]:
         return [units.decode_id(raw) for raw in self._view("flexibilityIds")]
+
+    def flexibilities_of(self, owner: str) -> list[str]:
+        return [units.decode_id(raw) for raw in self._view("flexibilitiesOf", owner)]
 
 
 def _meter_event(event: ChainEvent) -> MeterEvent:

@@ -1,6 +1,6 @@
-"""Typed binding of ``Settlement``: metered against traded energy after delivery, paid in
-the community token. Energy in kWh, money in tokens (``Decimal``); the rules are in the
-contract and ``docs/market.md``."""
+"""Typed binding of ``Settlement``: the members' deposits, and metered against traded energy
+after delivery. Energy in kWh, money in tokens (``Decimal``); the rules are in the contract
+and ``docs/market.md``."""
 
 from __future__ import annotations
 
@@ -11,35 +11,62 @@ from decimal import Decimal
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
-from contracts import clock, units
+from contracts import units
 from contracts.binding import ContractBinding
 from contracts.client import Signer
 
 
 @dataclass(frozen=True)
-class GridPrices:
-    """Import and export price of the grid in tokens per kWh."""
+class Terms:
+    """Settlement terms: grid import and export price and the DSO's penalty for energy
+    outside a band (tokens per kWh), and the consumption (kW) a missing meter minute counts as."""
 
     import_price: Decimal
     export_price: Decimal
+    penalty_price: Decimal
+    missing_minute_kw: float
+
+    def to_chain(self, from_slot: int = 0) -> tuple:
+        return (
+            from_slot,
+            units.kw_to_w(self.missing_minute_kw),
+            units.price_to_units_per_kwh(self.import_price),
+            units.price_to_units_per_kwh(self.export_price),
+            units.price_to_units_per_kwh(self.penalty_price),
+        )
+
+    @classmethod
+    def from_chain(cls, raw: Sequence[int]) -> Terms:
+        _, missing_w, import_units, export_units, penalty_units = raw
+        price = units.units_per_kwh_to_price
+        return cls(price(import_units), price(export_units), price(penalty_units), units.w_to_kw(missing_w))
+
+
+@dataclass(frozen=True)
+class Deposit:
+    """An account's deposit: free (withdrawable) and locked by the market, in tokens."""
+
+    free: Decimal
+    locked: Decimal
 
 
 @dataclass(frozen=True)
 class MemberSettlement:
-    """One member's settled slot: energy in kWh, money in tokens (+ = member pays)."""
+    """One member's settled slot: energy in kWh, money in tokens."""
 
     member: str
     slot: int
     traded_kwh: float
     metered_kwh: float
+    missing_minutes: int
     imbalance_kwh: float
-    imbalance_amount: Decimal
-    proceeds: Decimal
+    charge: Decimal
+    credit: Decimal
+    penalty: Decimal
     paid_to_treasury: Decimal
     paid_by_treasury: Decimal
-    proceeds_paid_out: Decimal
     debt: Decimal
-    credit: Decimal
+    credit_owed: Decimal
 
 
 @dataclass(frozen=True)
@@ -62,39 +89,56 @@ class SettlementResult:
 
 
 class Settlement(ContractBinding):
-    """``Settlement``: each member's slot settled once it is final."""
+    """``Settlement``: deposits, terms, and each member's slot settled once it is final."""
 
     CONTRACT = "Settlement"
 
+    # --------------------------------------------------------------- deposits
+
+    def deposit_call(self, tokens: Decimal | str) -> ContractFunction:
+        return self._function("deposit", units.tokens_to_units(tokens))
+
+    def deposit(self, account: Signer, tokens: Decimal | str) -> TxReceipt:
+        """Move ``tokens`` of ``account`` into its deposit (approve the settlement first)."""
+        return self._transact(account, self.deposit_call(tokens))
+
+    def withdraw(self, account: Signer, tokens: Decimal | str) -> TxReceipt:
+        return self._transact(account, self._function("withdraw", units.tokens_to_units(tokens)))
+
+    def deposit_of(self, account: str) -> Deposit:
+        free, locked = self._view("accountOf", account)
+        return Deposit(units.units_to_tokens(free), units.units_to_tokens(locked))
+
+    def claim_credit(self, caller: Signer, member: str) -> TxReceipt:
+        return self._transact(caller, self._function("claimCredit", member))
+
+    # ------------------------------------------------------------------ terms
+
     def final_time(self, slot: int) -> int:
-        """When ``slot`` can be settled (Unix seconds)."""
+        """When ``slot`` can be settled (Unix seconds): its meter data deadline."""
         return self._view("finalTime", slot)
 
-    def set_treasury_call(self, treasury: str) -> ContractFunction:
-        return self._function("setTreasury", treasury)
+    def set_terms_call(self, from_slot: int, terms: Terms) -> ContractFunction:
+        return self._function("setTerms", terms.to_chain(from_slot))
 
-    def set_treasury(self, operator: Signer, treasury: str) -> TxReceipt:
-        return self._transact(operator, self.set_treasury_call(treasury))
+    def set_terms(self, operator: Signer, from_slot: int, terms: Terms) -> TxReceipt:
+        """Terms from ``from_slot`` on (a slot at least the notice period ahead)."""
+        return self._transact(operator, self.set_terms_call(from_slot, terms))
 
-    def set_grid_prices(
-        self, operator: Signer, from_slot: int, import_price: Decimal | str, export_price: Decimal | str
-    ) -> TxReceipt:
-        """Grid prices in tokens per kWh from ``from_slot`` on (a future slot)."""
-        return self._transact(operator, self.set_grid_prices_call(from_slot, import_price, export_price))
+    def terms_at(self, slot: int) -> Terms:
+        return Terms.from_chain(self._view("termsAt", slot))
 
-    def set_grid_prices_call(
-        self, from_slot: int, import_price: Decimal | str, export_price: Decimal | str
-    ) -> ContractFunction:
-        return self._function(
-            "setGridPrices",
-            from_slot,
-            units.price_to_units_per_kwh(import_price),
-            units.price_to_units_per_kwh(export_price),
-        )
+    def collateral_price_units(self, slot: int) -> int:
+        """Token units per kWh at which a sell of ``slot`` is collateralised."""
+        return self._view("collateralPrice", slot)
 
-    def set_finality_delay(self, operator: Signer, delay_seconds: int) -> TxReceipt:
-        minutes = clock.duration_minutes(delay_seconds)
-        return self._transact(operator, self._function("setFinalityDelay", minutes))
+    def set_treasury(self, admin: Signer, treasury: str, from_slot: int) -> TxReceipt:
+        return self._transact(admin, self._function("setTreasury", treasury, from_slot))
+
+    def treasury_at(self, slot: int) -> str:
+        return self._view("treasuryAt", slot)
+
+    # ------------------------------------------------------------- settlement
 
     def settle_call(self, slot: int, members: Sequence[str]) -> ContractFunction:
         return self._function("settle", slot, list(members))
@@ -103,6 +147,7 @@ class Settlement(ContractBinding):
         """Settle ``members`` for the final ``slot``; members settled before are skipped."""
         receipt = self._transact(caller, self.settle_call(slot, members))
         paid = {event["member"]: event for event in self._logs("MemberPaid", receipt)}
+        tokens = units.units_to_tokens
         settled = []
         for event in self._logs("MemberSettled", receipt):
             payment = paid[event["member"]]
@@ -112,14 +157,15 @@ class Settlement(ContractBinding):
                     slot=event["slot"],
                     traded_kwh=units.wh_to_kwh(event["tradedWh"]),
                     metered_kwh=units.watt_minutes_to_kwh(event["meteredWattMinutes"]),
+                    missing_minutes=event["missingMinutes"],
                     imbalance_kwh=units.watt_minutes_to_kwh(event["imbalanceWattMinutes"]),
-                    imbalance_amount=units.units_to_tokens(event["imbalanceAmount"]),
-                    proceeds=units.units_to_tokens(event["proceeds"]),
-                    paid_to_treasury=units.units_to_tokens(payment["paidToTreasury"]),
-                    paid_by_treasury=units.units_to_tokens(payment["paidByTreasury"]),
-                    proceeds_paid_out=units.units_to_tokens(payment["proceedsPaidOut"]),
-                    debt=units.units_to_tokens(payment["debt"]),
-                    credit=units.units_to_tokens(payment["credit"]),
+                    charge=tokens(event["charge"]),
+                    credit=tokens(event["credit"]),
+                    penalty=tokens(event["penalty"]),
+                    paid_to_treasury=tokens(payment["paidToTreasury"]),
+                    paid_by_treasury=tokens(payment["paidByTreasury"]),
+                    debt=tokens(payment["debt"]),
+                    credit_owed=tokens(payment["credit"]),
                 )
             )
         violations = [
@@ -137,9 +183,6 @@ class Settlement(ContractBinding):
         ]
         return SettlementResult(settled, violations, receipt)
 
-    def settle_debts(self, caller: Signer, member: str) -> TxReceipt:
-        return self._transact(caller, self._function("settleDebts", member))
-
     def is_settled(self, member: str, slot: int) -> bool:
         return self._view("isSettled", member, slot)
 
@@ -156,9 +199,7 @@ class Settlement(ContractBinding):
         count, watt_minutes = self._view("violations", units.encode_id(flex_id))
         return count, units.watt_minutes_to_kwh(watt_minutes)
 
-    def grid_prices_at(self, slot: int) -> GridPrices:
-        """The grid prices in force for ``slot``."""
-        _, import_units, export_units = self._view("gridPricesAt", slot)
-        return GridPrices(
-            units.units_per_kwh_to_price(import_units), units.units_per_kwh_to_price(export_units)
-        )
+    def slot_flows(self, slot: int) -> tuple[Decimal, Decimal]:
+        """(charged for, credited by) the treasury in ``slot``'s settlement so far, in tokens."""
+        charged, credited = self._view("slotFlows", slot)
+        return units.units_to_tokens(charged), units.units_to_tokens(credited)

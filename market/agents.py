@@ -7,7 +7,10 @@ price, selling at the export price). ``plan`` is a pure function of a ``SlotOutl
 ``outlook`` reads the chain and ``act`` places the planned orders, signed by the agent's
 key, through the chain client. Every order stays inside the band, net of what the
 flexibility already has matched or open in the slot, so the market never refuses one
-for its band.
+for its band; a flexibility without a band published for the slot does not trade it
+(the market is fail-closed). Prices are on the market's tick; orders below its minimum
+quantity are not placed. Agents trade from their deposit in the settlement contract
+(``Community.fund``).
 """
 
 from __future__ import annotations
@@ -21,11 +24,9 @@ from decimal import Decimal
 from contracts import units
 from contracts.client import ContractRevert, Signer
 from contracts.community import Community
-from contracts.market import AssetKind, OrderRequest, PlacedOrder, Side, TimeInForce
+from contracts.market import MIN_QUANTITY_WH, AssetKind, OrderRequest, PlacedOrder, Side, TimeInForce, on_tick
 
 log = logging.getLogger(__name__)
-
-PRICE_QUANTUM = Decimal("0.0001")  # tokens per kWh
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class SlotOutlook:
     import_price: Decimal
     export_price: Decimal
     band_kw: tuple[float, float] | None = None  # the flexibility's tightest band; None for a meter
+    band_published: bool = True  # False: no band for every minute of the slot, no trading
     matched_net_kwh: float = 0.0  # the flexibility's matched energy in the slot (load convention)
     open_buy_kwh: float = 0.0
     open_sell_kwh: float = 0.0
@@ -46,6 +48,8 @@ class SlotOutlook:
         """Energy the band still lets the flexibility buy (conservative, as the market checks)."""
         if self.band_kw is None:
             return float("inf")
+        if not self.band_published:
+            return 0.0
         allowed = units.slot_energy_kwh(self.band_kw[1], self.slot_minutes)
         return max(0.0, allowed - self.matched_net_kwh - self.open_buy_kwh)
 
@@ -54,13 +58,15 @@ class SlotOutlook:
         """Energy the band still lets the flexibility sell."""
         if self.band_kw is None:
             return float("inf")
+        if not self.band_published:
+            return 0.0
         allowed = units.slot_energy_kwh(self.band_kw[0], self.slot_minutes)
         return max(0.0, self.matched_net_kwh - self.open_sell_kwh - allowed)
 
     def price_between(self, share: float) -> Decimal:
         """A price ``share`` of the way from the export to the import price."""
         spread = self.import_price - self.export_price
-        return (self.export_price + spread * Decimal(str(share))).quantize(PRICE_QUANTUM)
+        return on_tick(self.export_price + spread * Decimal(str(share)))
 
 
 @dataclass
@@ -92,7 +98,7 @@ class Agent(ABC):
 
     def outlook(self, community: Community, slot: int) -> SlotOutlook:
         """Band, schedule and grid prices of ``slot`` as the chain has them now."""
-        prices = community.settlement.grid_prices_at(slot)
+        prices = community.settlement.terms_at(slot)
         outlook = SlotOutlook(
             slot=slot,
             slot_minutes=community.slot_minutes,
@@ -109,16 +115,26 @@ class Agent(ABC):
             import_price=outlook.import_price,
             export_price=outlook.export_price,
             band_kw=(band.p_min_kw, band.p_max_kw),
+            band_published=band.published,
             matched_net_kwh=schedule.matched_net_kwh,
             open_buy_kwh=schedule.open_buy_kwh,
             open_sell_kwh=schedule.open_sell_kwh,
         )
+
+    def may_trade(self, community: Community, slot: int) -> bool:
+        """Whether the market takes orders of this agent's asset for ``slot`` now: a meter's
+        always, a flexibility's once a band is published for every minute of the slot."""
+        if self.asset_kind != AssetKind.FLEXIBILITY:
+            return True
+        return community.limits.tightest_band(self.asset_id, slot).published
 
     def act(self, community: Community, slot: int) -> AgentResult:
         """Plan ``slot`` from the chain's outlook and place the orders; a refused order is
         logged and reported, not raised."""
         result = AgentResult()
         for request in self.plan(self.outlook(community, slot)):
+            if request.quantity_wh < MIN_QUANTITY_WH:
+                continue
             try:
                 placed = community.market.place_order(self.signer, request)
             except ContractRevert as refusal:

@@ -2,12 +2,15 @@
 
 Bands change after trades were matched: the OCM oracle publishes a tighter band from
 fresher readings, or the DSO posts a limitation. ``EnergyMarket.curtail`` (callable by
-anyone) then cuts the flexibility's latest trades and open orders back into the band and
-refunds the buyers. The curtailer follows ``BandPublished`` and ``FlexibilityLimited``
-events and, for every market slot a new band touches, asks the market what ``curtail``
-would do (a free ``eth_call``); when it would cut or cancel anything, it sends it, again
-until the market says done. It polls a few times per block period, so a tightened band is
-acted on in the next block; a slot already in settlement is left alone (too late).
+anyone) then cuts the flexibility's latest trades back into the band and refunds the
+buyers (and unlocks the sellers' collateral); open orders beyond the band are closed when
+they would match. The market also curtails every traded flexibility when the slot is
+finalized after gate closure, so the curtailer only makes the cut known early. It follows
+``BandPublished`` and ``FlexibilityLimited`` events and, for every market slot a new band
+touches, asks the market what ``curtail`` would do (a free ``eth_call``); when it would cut
+anything, it sends it, again until the market says done. It polls a few times per block
+period, so a tightened band is acted on in the next block; a slot already finalized is left
+alone (too late).
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ class CurtailerRound:
 
     checked: list[tuple[str, int]] = field(default_factory=list)
     curtailments: list[Curtailment] = field(default_factory=list)
-    cancelled_orders: int = 0
 
 
 class Curtailer:
@@ -75,8 +77,8 @@ class Curtailer:
         market = self.community.market
         for _ in range(MAX_CALLS_PER_SLOT):
             try:
-                cut, cancelled, _done = market.curtail_preview(flex_id, slot)
-                if not cut and not cancelled:
+                cut, _done = market.curtail_preview(flex_id, slot)
+                if not cut:
                     return
                 outcome = market.curtail(self.caller, flex_id, slot)
             except ContractRevert as refusal:
@@ -84,7 +86,6 @@ class Curtailer:
                     log.warning("curtail %s in slot %d refused: %s", flex_id, slot, refusal)
                 return
             result.curtailments.extend(outcome.curtailments)
-            result.cancelled_orders += len(outcome.closures)
             log.info("slot %d: %s back inside its band: %s", slot, flex_id, _describe(outcome))
             if outcome.done:
                 return
@@ -94,7 +95,7 @@ class Curtailer:
 
 
 def _describe(outcome) -> str:
-    """``"2 trades cut by 1.250 kWh (refund 0.25 tokens), 1 open order cancelled"``."""
+    """``"2 trades cut by 1.250 kWh (refund 0.25 tokens)"``."""
     parts = []
     if outcome.curtailments:
         kwh = sum(c.curtailed_kwh for c in outcome.curtailments)
@@ -103,9 +104,6 @@ def _describe(outcome) -> str:
         parts.append(
             f"{count} trade{'s' if count != 1 else ''} cut by {kwh:.3f} kWh (refund {refund} tokens)"
         )
-    if outcome.closures:
-        count = len(outcome.closures)
-        parts.append(f"{count} open order{'s' if count != 1 else ''} cancelled")
     return ", ".join(parts) or "nothing to cut"
 
 

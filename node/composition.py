@@ -130,7 +130,7 @@ class CommunityNode:
         Curtailer(community, keyring["operator"]).run(self.stop_event)
 
     def _report(self, url, deployment, fresh, community, feeder: Path, topic: str) -> None:
-        from node.demo import DEMO_FLEXIBILITIES
+        from node.demo import DEMO_FLEXIBILITIES, flexibility_meter_id
 
         node, keyring = self.chain.node, self.chain.keyring
         chain_facts = (
@@ -141,17 +141,20 @@ class CommunityNode:
         print(f"community {config.name!r} ({state}), market slot {config.slot_minutes} min:")
         for name, address in deployment.addresses.items():
             print(f"  {name:<18} {address}")
-        print(f"feeder: {feeder} ({len(community.registry.meter_ids())} meters)")
+        meters = community.registry.meter_ids()
+        sub_meters = [flexibility_meter_id(flex.flex_id) for flex in DEMO_FLEXIBILITIES]
+        households = len([meter for meter in meters if meter not in sub_meters])
+        print(f"feeder: {feeder} ({households} household meters, {len(meters) - households} sub-meters)")
         print("flexibilities:")
         for flex in DEMO_FLEXIBILITIES:
             registered = community.registry.flexibility(flex.flex_id)
             bounds = f"{flex.p_low_kw:g}..{flex.p_high_kw:g} kW"
             owner = f"{flex.owner} ({keyring[flex.owner].address})"
             where = f"{flex.kind.name.lower():<10} {bounds} at bus {registered.bus}"
-            print(f"  {flex.flex_id:<6} {where}, owner {owner}")
+            print(f"  {flex.flex_id:<6} {where}, meter {registered.meter_id}, owner {owner}")
         print(f"MQTT: {self.broker.url}, meters publish to lec/{topic}/meter/<id>/reading")
         print("every minute: meters -> gateway -> MeasurementLedger, OCM -> CapacityLimits", flush=True)
-        print("every slot: agents trade inside their bands, the operator closes and settles", flush=True)
+        print("every slot: agents trade inside their bands, the operator finalizes and settles", flush=True)
         print("tightened bands: the curtailer cuts trades back inside them before delivery", flush=True)
 
 

@@ -10,10 +10,12 @@ the meter simulator and the OCM service see the same grid. On first start:
   the meter simulator;
 - four members own flexibilities at houses along the feeder: a community battery
   (±50 kW, priority group 0, as in the paper's pilot), two EV chargers (22 and 11 kW), a PV
-  system (10 kWp) and a heat pump (6 kW), all in group 1;
-- the market operator mints each member 1,000 tokens, members allow the market and the
-  settlement to take them, the operator's account is the treasury, and grid prices are
-  0.30 (import) and 0.08 (export) tokens per kWh.
+  system (10 kWp) and a heat pump (6 kW), all in group 1; each has its own sub-meter
+  (``M-BAT01``…), which the simulator reports as an idle device (0 W) for now;
+- the market operator mints each member 1,000 tokens and each member deposits them in the
+  settlement; the operator funds the treasury (the admin's account unless configured) and
+  the standing terms are the deployment's (0.30 import, 0.08 export, 1.00 penalty tokens
+  per kWh).
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from pathlib import Path
 
 from contracts.accounts import Keyring
 from contracts.community import Community
-from contracts.registry import Flexibility, FlexKind, Role
+from contracts.registry import Flexibility, FlexKind, Meter, Role
 
 FEEDER_FILE = "feeder.json"
 FEEDER_SEED = 1
 REGISTRATION_GAS = 400_000
 MEMBER_TOKENS = "1000"
 TREASURY_TOKENS = "100000"
-IMPORT_PRICE, EXPORT_PRICE = "0.30", "0.08"
 SERVICE_ROLES = {
     "dso": Role.DSO,
     "ocm": Role.OCM_ORACLE,
@@ -60,6 +61,11 @@ DEMO_FLEXIBILITIES = (
     DemoFlexibility("HP01", "dave", FlexKind.HEAT_PUMP, 0.0, 6.0, 1, 0.9),
 )
 DEMO_MEMBERS = ("community", "bob", "carol", "dave")
+
+
+def flexibility_meter_id(flex_id: str) -> str:
+    """The id of a demo flexibility's own sub-meter."""
+    return f"M-{flex_id}"
 
 
 def write_feeder(data_dir: Path) -> tuple[Path, list[int]]:
@@ -94,15 +100,20 @@ def set_up_community(community: Community, keyring: Keyring, houses: list[int]) 
     ]
     for name in DEMO_MEMBERS:
         calls.append((community.registry.add_member_call(keyring[name].address, name), admin))
-    for flex in DEMO_FLEXIBILITIES:
-        bus = houses[round(flex.feeder_position * (len(houses) - 1))]
-        definition = Flexibility(
-            flex.flex_id, keyring[flex.owner].address, bus, flex.kind, flex.p_low_kw, flex.p_high_kw,
-            flex.priority_group,
-        )  # fmt: skip
-        calls.append((community.registry.register_flexibility_call(definition), admin))
     community.client.transact_all(calls, gas=REGISTRATION_GAS)
     ensure_meters(community, keyring, len(houses), houses)
+    calls = []
+    for flex in DEMO_FLEXIBILITIES:
+        bus = houses[round(flex.feeder_position * (len(houses) - 1))]
+        owner = keyring[flex.owner].address
+        meter_id = flexibility_meter_id(flex.flex_id)
+        meter = Meter(meter_id, bus, owner, keyring[f"meter-{meter_id}"].address)
+        definition = Flexibility(
+            flex.flex_id, owner, bus, flex.kind, flex.p_low_kw, flex.p_high_kw, flex.priority_group, meter_id
+        )
+        calls.append((community.registry.register_meter_call(meter), admin))
+        calls.append((community.registry.register_flexibility_call(definition), admin))
+    community.client.transact_all(calls, gas=REGISTRATION_GAS)
 
     client, token, settlement = community.client, community.token, community.settlement
     funding = [
@@ -110,16 +121,14 @@ def set_up_community(community: Community, keyring: Keyring, houses: list[int]) 
     ]
     for tx_hash in funding:
         client.wait(tx_hash)
-    first_priced_slot = community.clock.slot_of(client.latest_timestamp()) + 1
-    settings = [
-        (token.mint_call(operator.address, TREASURY_TOKENS), operator),
-        (settlement.set_treasury_call(operator.address), operator),
-        (settlement.set_grid_prices_call(first_priced_slot, IMPORT_PRICE, EXPORT_PRICE), operator),
-        # the treasury pays export credits by allowance
-        (token.approve_call(settlement.address), operator),
-    ]
-    for name in DEMO_MEMBERS:
-        settings.append((token.mint_call(keyring[name].address, MEMBER_TOKENS), operator))
-        for spender in (community.market.address, settlement.address):
-            settings.append((token.approve_call(spender), keyring[name]))
+    treasury = keyring["admin"] if settlement.treasury_at(0) == keyring["admin"].address else None
+    settings = [(token.mint_call(keyring[name].address, MEMBER_TOKENS), operator) for name in DEMO_MEMBERS]
+    if treasury is not None:  # the treasury pays export credits from its deposit
+        settings.append((token.mint_call(treasury.address, TREASURY_TOKENS), operator))
     client.transact_all(settings, gas=REGISTRATION_GAS)
+    deposits = []
+    for holder in [keyring[name] for name in DEMO_MEMBERS] + ([treasury] if treasury else []):
+        tokens = TREASURY_TOKENS if holder is treasury else MEMBER_TOKENS
+        deposits.append((token.approve_call(settlement.address, tokens), holder))
+        deposits.append((settlement.deposit_call(tokens), holder))
+    client.transact_all(deposits, gas=REGISTRATION_GAS)

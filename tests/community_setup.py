@@ -4,6 +4,7 @@ roles granted, members added, meters and flexibilities registered (in a few bloc
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from eth_tester import EthereumTester
 
@@ -28,15 +29,17 @@ SERVICE_ROLES = {
 
 
 def deploy_on_eth_tester(
-    artifacts, config: CommunityConfig, accounts: Iterable[str]
+    artifacts, config: CommunityConfig, accounts: Iterable[str], treasury: str | None = None
 ) -> tuple[ChainClient, EthereumTester, Keyring, Community]:
     """A fresh eth-tester chain with ``accounts`` (and the service accounts) funded and the
-    community deployed by ``admin``."""
+    community deployed by ``admin``; ``treasury`` names the treasury account (default: admin)."""
     client, funder, tester = start_eth_tester(artifacts)
     keyring = Keyring.ephemeral()
     for name in (*SERVICE_ROLES, *accounts):
         keyring.signer(name)
     fund(client, funder, [keyring[name].address for name in keyring.names])
+    if treasury is not None:
+        config = replace(config, treasury=keyring[treasury].address)
     community = Community(client, deploy_community(client, keyring["admin"], config))
     return client, tester, keyring, community
 

@@ -5,10 +5,12 @@ Members and assets (load convention, kW):
   bob    EV charger EV [0, 11] (meter MEV), house meter MB
   carol  PV PV [-10, 0] (meter MPV)
   dave   house meter MD only (orders tied to the meter)
-Every member holds 1000 tokens and approved the market and the settlement; the treasury
-holds 1000 tokens and approved the settlement. Grid prices 0.30 (import) / 0.05 (export)
-tokens per kWh from the slot after next on. Slots are 15 min, the gate closes 5 min before a
-slot starts, a slot is final 15 min after it ends.
+Every member and the treasury deposited 1000 tokens in the settlement (no allowances
+left). Standing terms: 0.30 (import) / 0.05 (export) / 1.00 (penalty) tokens per kWh, a
+missing meter minute counts as 20 kW. Slots are 15 min, the gate closes 5 min before a slot
+starts, readings of a slot are taken until 15 min after it ends (then it is final).
+``open_slot`` publishes OCM bands at the hardware bounds of every flexibility for the slot
+(the market is fail-closed: no band, no flexibility order); ``bare_slot`` does not.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ from tests.community_setup import SERVICE_ROLES, SETUP_GAS, deploy_on_eth_tester
 
 SLOT_MINUTES = 15
 GATE_MINUTES = 5
-FINALITY_MINUTES = 15
+DATA_DELAY_MINUTES = 15
 TOKEN = 10**18
 PRICE = TOKEN // 10  # 0.1 token per kWh, in units per kWh
 IMPORT_PRICE = 3 * PRICE
 EXPORT_PRICE = PRICE // 2
+PENALTY_PRICE = 10 * PRICE
+MISSING_MINUTE_W = 20_000
 
 # name -> role held; "stranger" holds none.
 MEMBERS = ("alice", "bob", "carol", "dave")
@@ -84,9 +88,17 @@ class MarketEnv:
         """Timestamp of the next block (Unix seconds)."""
         return self.tester.get_block_by_number("pending")["timestamp"]
 
-    def open_slot(self, ahead: int = 8) -> int:
-        """A slot ``ahead`` slots after the current one (its gate is open)."""
+    def bare_slot(self, ahead: int = 8) -> int:
+        """A slot ``ahead`` slots after the current one (its gate is open), no band published."""
         return self.now() // 60 // SLOT_MINUTES + ahead
+
+    def open_slot(self, ahead: int = 8) -> int:
+        """A slot ``ahead`` slots after the current one (its gate is open), with OCM bands at
+        the hardware bounds of every flexibility published for it."""
+        slot = self.bare_slot(ahead)
+        for flex, (_, _, low, high, _) in FLEXIBILITIES.items():
+            self.publish_band(flex, slot, units.kw_to_w(low), units.kw_to_w(high))
+        return slot
 
     def travel(self, timestamp: int) -> None:
         """Make the next block have ``timestamp`` (if it is later than now)."""
@@ -125,12 +137,26 @@ class MarketEnv:
     def events(self, name: str, receipt, contract=None) -> list[dict]:
         return self.client.events(contract or self.contract, name, receipt)
 
+    def address(self, name_or_address: str) -> str:
+        return name_or_address if name_or_address.startswith("0x") else self[name_or_address].address
+
+    def wallet(self, name_or_address: str) -> int:
+        """Token units in the account's wallet (outside the settlement)."""
+        return self.client.call(
+            self.community.token.contract.functions.balanceOf(self.address(name_or_address))
+        )
+
+    def deposit(self, name_or_address: str) -> tuple[int, int]:
+        """(free, locked) token units of the account's deposit."""
+        return tuple(self.client.call(self.settlement.functions.accountOf(self.address(name_or_address))))
+
     def balance(self, name_or_address: str) -> int:
-        address = name_or_address if name_or_address.startswith("0x") else self[name_or_address].address
-        return self.client.call(self.community.token.contract.functions.balanceOf(address))
+        """Token units the account can dispose of: its wallet plus its free deposit."""
+        return self.wallet(name_or_address) + self.deposit(name_or_address)[0]
 
     def escrow_held(self) -> int:
-        return self.balance(self.contract.address)
+        """Token units the market holds locked in all deposits."""
+        return sum(self.deposit(name)[1] for name in (*MEMBERS, "treasury"))
 
     def publish_band(self, flex: str, slot: int, p_min_w: int, p_max_w: int) -> None:
         start = slot * SLOT_MINUTES
@@ -154,9 +180,15 @@ def deploy_market_community(artifacts, clearing_mode: str = "continuous") -> Mar
         slot_minutes=SLOT_MINUTES,
         clearing_mode=clearing_mode,
         gate_closure_minutes=GATE_MINUTES,
-        finality_delay_minutes=FINALITY_MINUTES,
+        data_delay_minutes=DATA_DELAY_MINUTES,
+        import_price=str(units.units_per_kwh_to_price(IMPORT_PRICE)),
+        export_price=str(units.units_per_kwh_to_price(EXPORT_PRICE)),
+        penalty_price=str(units.units_per_kwh_to_price(PENALTY_PRICE)),
+        missing_minute_kw=units.w_to_kw(MISSING_MINUTE_W),
     )
-    client, tester, keyring, community = deploy_on_eth_tester(artifacts, config, (*MEMBERS, "treasury"))
+    client, tester, keyring, community = deploy_on_eth_tester(
+        artifacts, config, (*MEMBERS, "treasury"), treasury="treasury"
+    )
     populate(
         community,
         keyring,
@@ -172,13 +204,8 @@ def deploy_market_community(artifacts, clearing_mode: str = "continuous") -> Mar
     calls = []
     for name in (*MEMBERS, "treasury"):
         calls.append((token.mint_call(keyring[name].address, FUNDED_TOKENS), operator))
-        calls.append((token.approve_call(settlement.address), keyring[name]))
-        if name != "treasury":
-            calls.append((token.approve_call(community.market.address), keyring[name]))
-    calls.append((settlement.set_treasury_call(keyring["treasury"].address), operator))
-    next_slot = tester.get_block_by_number("pending")["timestamp"] // 60 // SLOT_MINUTES + 2  # margin
-    prices = (units.units_per_kwh_to_price(IMPORT_PRICE), units.units_per_kwh_to_price(EXPORT_PRICE))
-    calls.append((settlement.set_grid_prices_call(next_slot, *prices), operator))
+        calls.append((token.approve_call(settlement.address, FUNDED_TOKENS), keyring[name]))
+        calls.append((settlement.deposit_call(FUNDED_TOKENS), keyring[name]))
     client.transact_all(calls, gas=SETUP_GAS)
     return MarketEnv(client, tester, keyring, community)
 

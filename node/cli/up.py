@@ -17,15 +17,17 @@ Run the community node on embedded defaults, in one process:
   contracts  built and deployed on first start (DATA_DIR/deployment.json, reused after);
   community  a demo community on a real feeder (pandapower's Kerber Dorfnetz, written to
              DATA_DIR/feeder.json): 57 household meters, a community battery, two EV
-             chargers, a PV system and a heat pump owned by four members;
+             chargers, a PV system and a heat pump owned by four members, each
+             flexibility with its own sub-meter; members trade from deposits;
   broker     an embedded MQTT broker (default 127.0.0.1:1883);
   gateway    validates the meters' signed readings and records them on chain;
   meters     a simulator publishing every household meter's reading each minute (load
              profiles, PV, V and angle from a load flow of the feeder);
   OCM        every minute, capacity bands from the measured grid state, published to
              CapacityLimits;
-  market     the members' agents trade each 15-minute slot inside their bands; the
-             operator closes gates and settles slots against the meters.
+  market     the members' agents trade each 15-minute slot inside their published
+             bands; the operator closes gates, finalizes slots (trades cut to the
+             bands in force) and settles them against the meters.
 Stop with Ctrl-C; start again with the same data directory and it continues where it
 stopped. Keys live in DATA_DIR/keys.json (mode 0600) and are never printed.
 

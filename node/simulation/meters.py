@@ -53,6 +53,7 @@ class SimulatedMeter:
     bus_position: int
     household: profiles.Household
     key: object  # the meter's LocalAccount
+    idle_device: bool = False  # a flexibility's own meter: the simulator reports 0 W for now
 
 
 class FeederSimulation:
@@ -76,6 +77,8 @@ class FeederSimulation:
         powers = np.zeros((len(times), len(self.meters), 2))
         for k, time_s in enumerate(times):
             for j, sim in enumerate(self.meters):
+                if sim.idle_device:
+                    continue
                 powers[k, j] = sim.household.minute(time_s, h0[sim.meter.meter_id][k], irradiance[k])
                 p[k, sim.bus_position] += powers[k, j, 0]
                 q[k, sim.bus_position] += powers[k, j, 1]
@@ -126,14 +129,17 @@ def place_meters(community: Community, keyring: Keyring, grid, load_buses, seed:
         bus = meter.bus if meter.bus in buses else buses[n % len(buses)]
         rng = np.random.default_rng([seed, n])
         household = profiles.Household.random(rng, seed=seed * 100_003 + n)
-        placed.append(SimulatedMeter(meter, position[bus], household, key))
+        idle = community.registry.flexibility_of_meter(meter_id) is not None
+        placed.append(SimulatedMeter(meter, position[bus], household, key, idle))
     return placed
 
 
 def ensure_meters(community: Community, keyring: Keyring, count: int, load_buses: list[int]) -> None:
     """Register meters ``S001``… (admin key) until the community has ``count`` meters."""
-    existing = community.registry.meter_ids()
-    missing = count - len(existing)
+    existing = [
+        m for m in community.registry.meter_ids() if community.registry.flexibility_of_meter(m) is None
+    ]
+    missing = registering = count - len(existing)
     if missing <= 0:
         return
     admin, member = keyring["admin"], keyring[SIMULATED_MEMBER]
@@ -152,7 +158,7 @@ def ensure_meters(community: Community, keyring: Keyring, count: int, load_buses
         calls.append((community.registry.register_meter_call(meter), admin))
         missing -= 1
     community.client.transact_all(calls, gas=REGISTRATION_GAS)
-    log.info("registered %d meters", len(calls))
+    log.info("registered %d meters", registering)
 
 
 def payload_for(reading: Reading, seq: int, form: str, nominal_voltage_v: float, key) -> dict:

@@ -17,12 +17,12 @@ from tests.community_setup import SERVICE_ROLES, deploy_on_eth_tester, populate
 SLOT_MINUTES = 15
 # name -> role held; "stranger" holds none.
 ROLE_HOLDERS = {**SERVICE_ROLES, "alice": Role.MEMBER}
-METERS = {"M01": ("alice", 2), "M02": ("bob", 3), "M03": ("alice", 5)}
+METERS = {"M01": ("alice", 2), "M02": ("bob", 3), "M03": ("alice", 5), "M04": ("bob", 3)}
 FLEXIBILITIES = {
     "BAT01": ("alice", 2, FlexKind.BATTERY, -50.0, 50.0, 0, "M01"),
     "CS01": ("bob", 3, FlexKind.EV_CHARGER, 0.0, 22.0, 1, "M02"),
     "CS02": ("alice", 5, FlexKind.EV_CHARGER, 0.0, 11.0, 1, "M03"),
-    "PV01": ("bob", 3, FlexKind.PV, -10.0, 0.0, 1, None),
+    "PV01": ("bob", 3, FlexKind.PV, -10.0, 0.0, 1, "M04"),
 }
 
 
@@ -39,6 +39,14 @@ class ChainEnv:
     def now_minute(self) -> int:
         """The Unix minute of the latest block."""
         return self.client.w3.eth.get_block("latest")["timestamp"] // 60
+
+    def next_timestamp(self) -> int:
+        """The timestamp of the next block (Unix seconds)."""
+        return self.tester.get_block_by_number("pending")["timestamp"]
+
+    def travel(self, timestamp: int) -> None:
+        """Make the next block have ``timestamp`` (later than the next block's timestamp now)."""
+        self.tester.time_travel(timestamp)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from tests.threads import in_fresh_thread
 KNOWN_METERS = sorted(METERS)
 MAX_POWER_W = 100_000_000
 SLOT = 15
+DATA_DELAY = 15  # minutes after its slot's end a reading is still taken (CommunityConfig default)
 
 reading_values = st.fixed_dictionaries(
     {
@@ -28,11 +29,23 @@ reading_values = st.fixed_dictionaries(
         "theta": st.one_of(st.integers(-5_000_000, 5_000_000), st.integers(-(2**31), 2**31 - 1)),
     }
 )
-raw_reading = st.tuples(
+valid_values = st.fixed_dictionaries(
+    {
+        "p": st.integers(-MAX_POWER_W, MAX_POWER_W),
+        "q": st.integers(-50_000, 50_000),
+        "v": st.integers(900_000, 1_100_000),
+        "theta": st.integers(-5_000_000, 5_000_000),
+    }
+)
+# Minutes are offsets into the three slots of readings (see LedgerAndLimitsMachine): the
+# first slot is past its data deadline, the second open, the third the current one.
+open_reading = st.tuples(st.sampled_from(KNOWN_METERS), st.integers(SLOT, 2 * SLOT + 7), valid_values)
+any_reading = st.tuples(
     st.sampled_from([*KNOWN_METERS, "NOPE"]),
     st.one_of(st.integers(0, 3 * SLOT - 1), st.just("future")),
     reading_values,
 )
+raw_reading = st.one_of(open_reading, open_reading, any_reading)  # most readings are valid
 raw_band = st.tuples(
     st.sampled_from([*sorted(FLEXIBILITIES), "NOPE"]),
     st.integers(0, 40),
@@ -43,7 +56,8 @@ raw_band = st.tuples(
 
 
 def reading_error(meter, minute, now, values):
-    """The error the ledger raises for one reading on its own, or None."""
+    """The error the ledger raises for one reading on its own, or None (``now``: the Unix
+    minute of the block that records the batch)."""
     if meter not in KNOWN_METERS:
         return "UnknownMeter"
     if minute > now:
@@ -52,6 +66,8 @@ def reading_error(meter, minute, now, values):
         return "ReadingOutOfRange"
     if values["v"] > 2_000_000 or abs(values["theta"]) > 180_000_000:
         return "ReadingOutOfRange"
+    if now >= (minute // SLOT + 1) * SLOT + DATA_DELAY:
+        return "ReadingPastDeadline"
     return None
 
 
@@ -60,9 +76,15 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
         super().__init__()
         self.env = env
         self.snapshot = env.tester.take_snapshot()
-        now = env.now_minute()
-        self.reading_base = (now // SLOT - 12) * SLOT  # three slots well in the past
-        self.band_base = (now // SLOT + 8) * SLOT  # well in the future
+        ledger = env.community.ledger.contract.functions
+        assert env.client.call(ledger.dataDelayMinutes()) == DATA_DELAY
+        # Every batch lands in minute 7 of a slot (an example mines a few blocks, one second
+        # apart): of the three slots of readings, the first is past its data deadline, the
+        # second open and the third the current one (its minutes 8..14 are in the future).
+        slot_start = (env.now_minute() // SLOT + 2) * SLOT
+        env.travel((slot_start + 7) * 60)
+        self.reading_base = slot_start - 2 * SLOT
+        self.band_base = (slot_start // SLOT + 8) * SLOT  # well in the future
         self.readings: dict[tuple[str, int], tuple[int, int]] = {}
         self.bands: dict[tuple[str, int], tuple[int, int]] = {}
 
@@ -72,7 +94,7 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
 
     @rule(batch=st.lists(raw_reading, min_size=1, max_size=12))
     def record_batch(self, batch):
-        now = self.env.now_minute()
+        now = self.env.next_timestamp() // 60
         items, expected_error, seen = [], None, set()
         for index, (meter, offset, values) in enumerate(batch):
             minute = now + 5 if offset == "future" else self.reading_base + offset

@@ -9,11 +9,12 @@ import pytest
 from eth_utils import keccak
 
 from contracts import units
-from contracts.registry import Role
+from contracts.registry import Meter, Role
 from tests.contracts.conftest import ROLE_HOLDERS
 from tests.reverts import expect_revert
 
-ZERO_ID = bytes(32)
+ZERO_ADDRESS = "0x" + "00" * 20
+DAY_S = 24 * 3600
 ROLE_NAMES = (
     "DSO_ROLE",
     "OCM_ORACLE_ROLE",
@@ -39,10 +40,18 @@ class Guarded:
     arguments: Callable  # env -> tuple
     role: Role
     allowed: tuple[str, ...]  # holders that may call it
+    prepare: Callable | None = None  # env -> None: makes the allowed call valid (run before it)
 
 
 def _future(env, minutes=30):
     return (env.now_minute() // 15 + 2) * 15 + minutes
+
+
+def _register_household_meter(env):
+    """A meter of alice that measures no flexibility yet (for registerFlexibility)."""
+    env.community.registry.register_meter(
+        env["admin"], Meter("M99", 1, env["alice"].address, env["alice"].address)
+    )
 
 
 GUARDED = [
@@ -86,9 +95,19 @@ GUARDED = [
     Guarded(
         "registry",
         "registerFlexibility",
-        lambda env: (units.encode_id("X99"), env["alice"].address, 1, 0, -1000, 1000, 0, ZERO_ID),
+        lambda env: (
+            units.encode_id("X99"),
+            env["alice"].address,
+            1,
+            0,
+            -1000,
+            1000,
+            0,
+            units.encode_id("M99"),
+        ),
         Role.ADMIN,
         ("admin",),
+        prepare=_register_household_meter,
     ),
     Guarded(
         "registry",
@@ -97,6 +116,16 @@ GUARDED = [
         Role.ADMIN,
         ("admin",),
     ),
+    Guarded(
+        "registry",
+        "beginDefaultAdminTransfer",
+        lambda env: (env["stranger"].address,),
+        Role.ADMIN,
+        ("admin",),
+    ),
+    Guarded("registry", "cancelDefaultAdminTransfer", lambda env: (), Role.ADMIN, ("admin",)),
+    Guarded("registry", "changeDefaultAdminDelay", lambda env: (3 * DAY_S,), Role.ADMIN, ("admin",)),
+    Guarded("registry", "rollbackDefaultAdminDelay", lambda env: (), Role.ADMIN, ("admin",)),
     Guarded(
         "ledger",
         "recordReadings",
@@ -145,7 +174,8 @@ GUARDED = [
 
 # ERC-20 holder functions need no role: they act on the caller's own balance or allowance.
 HOLDER_FUNCTIONS = {("token", "transfer"), ("token", "approve"), ("token", "transferFrom")}
-SELF_ONLY_FUNCTIONS = {("registry", "renounceRole")}
+# Only the account itself: renouncing one's own role, accepting the admin role offered to one.
+SELF_ONLY_FUNCTIONS = {("registry", "renounceRole"), ("registry", "acceptDefaultAdminTransfer")}
 
 
 def test_every_state_changing_function_is_covered(env):
@@ -173,6 +203,8 @@ def test_every_other_role_is_refused(env, guarded):
             account=signer.address,
             neededRole=env.community.registry.role_id(guarded.role),
         )
+    if guarded.prepare is not None:
+        guarded.prepare(env)
     for holder in guarded.allowed:  # the same call succeeds for the role that may make it
         env.client.transact(
             getattr(contract.functions, guarded.function)(*guarded.arguments(env)), env[holder]
@@ -212,6 +244,46 @@ def test_renounce_role_only_for_oneself(env):
         registry.renounceRole(env.community.registry.role_id(Role.DSO), env["dso"].address), env["dso"]
     )
     assert not env.community.registry.has_role(Role.DSO, env["dso"].address)
+
+
+def test_the_admin_renounces_only_after_a_scheduled_transfer_to_nobody(env):
+    registry, admin = env.community.registry, env["admin"]
+    functions, client = registry.contract.functions, env.client
+    admin_role = registry.role_id(Role.ADMIN)
+
+    def renounce():
+        return client.transact(functions.renounceRole(admin_role, admin.address), admin)
+
+    expect_revert("AccessControlEnforcedDefaultAdminDelay", renounce, schedule=0)
+    client.transact(functions.beginDefaultAdminTransfer(ZERO_ADDRESS), admin)
+    (_, schedule) = client.call(functions.pendingDefaultAdmin())
+    expect_revert("AccessControlEnforcedDefaultAdminDelay", renounce, schedule=schedule)
+    env.travel(schedule + 1)
+    renounce()
+    assert client.call(functions.defaultAdmin()) == ZERO_ADDRESS
+    assert not registry.has_role(Role.ADMIN, admin.address)
+    expect_revert(
+        "AccessControlUnauthorizedAccount",
+        lambda: registry.add_member(admin, env["stranger"].address, "s"),
+        account=admin.address,
+    )
+
+
+def test_only_the_offered_account_accepts_the_admin_role(env):
+    registry, admin, successor = env.community.registry, env["admin"], env["bob"]
+    functions, client = registry.contract.functions, env.client
+    client.transact(functions.beginDefaultAdminTransfer(successor.address), admin)
+    (_, schedule) = client.call(functions.pendingDefaultAdmin())
+    env.travel(schedule + 1)
+    for holder in ROLE_HOLDERS:  # the admin itself included
+        signer = env[holder]
+        expect_revert(
+            "AccessControlInvalidDefaultAdmin",
+            lambda signer=signer: client.transact(functions.acceptDefaultAdminTransfer(), signer),
+            defaultAdmin=signer.address,
+        )
+    client.transact(functions.acceptDefaultAdminTransfer(), successor)
+    assert client.call(functions.defaultAdmin()) == successor.address
 
 
 def test_token_transfers_act_only_on_the_callers_own_funds(env):

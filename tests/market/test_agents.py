@@ -1,5 +1,6 @@
-"""Simulated members: their plans respect bands and prices; a round on the chain trades
-PV energy to the EV, the battery and the consumer without a single refused order."""
+"""Simulated members: their plans respect bands, prices, the price tick and the minimum
+quantity, and a flexibility without a published band plans nothing; a round on the chain
+trades PV energy to the EV, the battery and the consumer without a single refused order."""
 
 from __future__ import annotations
 
@@ -7,15 +8,25 @@ from decimal import Decimal
 
 import pytest
 
-from contracts.market import Side, TimeInForce
+from contracts.market import MIN_QUANTITY_WH, PRICE_TICK_UNITS, Side, TimeInForce
 from contracts.orderbook import build_order_book
 from market.agents import BatteryOwner, EvOwner, PlainConsumer, PvProsumer, SlotOutlook, trading_round
 
 IMPORT, EXPORT = Decimal("0.3"), Decimal("0.05")
 
 
-def outlook(band=None, net=0.0, open_buy=0.0, open_sell=0.0, slot=100):
-    return SlotOutlook(slot, 15, IMPORT, EXPORT, band, net, open_buy, open_sell)
+def outlook(band=None, net=0.0, open_buy=0.0, open_sell=0.0, slot=100, published=True):
+    return SlotOutlook(
+        slot,
+        15,
+        IMPORT,
+        EXPORT,
+        band_kw=band,
+        band_published=published,
+        matched_net_kwh=net,
+        open_buy_kwh=open_buy,
+        open_sell_kwh=open_sell,
+    )
 
 
 def test_a_pv_prosumer_sells_its_surplus_within_the_band():
@@ -58,6 +69,51 @@ def test_a_plain_consumer_buys_its_load_immediately_or_not_at_all():
     assert order.limit_price == Decimal("0.2875")
 
 
+def test_without_a_band_published_for_the_whole_slot_a_flexibility_plans_nothing():
+    unpublished = outlook(band=(-20.0, 20.0), published=False)  # the market is fail-closed
+    assert (unpublished.buy_headroom_kwh, unpublished.sell_headroom_kwh) == (0.0, 0.0)
+    assert PvProsumer("carol", None, "PV", surplus_kw=6.0).plan(unpublished) == []
+    assert EvOwner("bob", None, "EV", energy_kwh=6.0, deadline_slot=103).plan(unpublished) == []
+    assert BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=5).plan(unpublished) == []
+    # a meter has no band: its orders do not depend on one
+    (order,) = PlainConsumer("dave", None, "MD", load_kw=2.0).plan(outlook(published=False))
+    assert order.energy_kwh == 0.5
+
+
+def test_prices_are_on_the_market_tick():
+    third = outlook().price_between(1 / 3)  # 0.05 + 0.25 / 3, rounded down to the tick
+    assert third == Decimal("0.133333")
+    ev = EvOwner("bob", None, "EV", energy_kwh=6.0, deadline_slot=103, bid_share=1 / 3)
+    (order,) = ev.plan(outlook(band=(0.0, 11.0)))
+    assert order.limit_price_units % PRICE_TICK_UNITS == 0 and order.limit_price == third
+
+
+def test_orders_below_the_minimum_quantity_are_not_placed(env):
+    slot = env.open_slot()
+    tiny = EvOwner("bob", env["bob"], "EV", energy_kwh=(MIN_QUANTITY_WH - 1) / 1000, deadline_slot=slot)
+    (planned,) = tiny.plan(tiny.outlook(env.community, slot))
+    assert planned.quantity_wh == MIN_QUANTITY_WH - 1
+    result = tiny.act(env.community, slot)
+    assert result.placed == [] and result.refused == []  # skipped, not sent to be refused
+    assert env.market.market.schedule("EV", slot).open_buy_kwh == 0
+
+
+def test_a_trading_round_in_a_slot_without_bands_trades_only_through_meters(env):
+    slot = env.bare_slot()
+    agents = [
+        PvProsumer("carol", env["carol"], "PV", surplus_kw=8.0),
+        EvOwner("bob", env["bob"], "EV", energy_kwh=4.0, deadline_slot=slot + 1),
+        BatteryOwner("alice", env["alice"], "BAT", capacity_kwh=20, soc_kwh=10),
+        PlainConsumer("dave", env["dave"], "MD", load_kw=3.0),
+    ]
+    results = trading_round(agents, env.community, slot)
+    assert all(not result.refused for result in results.values())  # nothing sent the market refuses
+    assert [name for name, result in results.items() if result.placed] == ["dave"]
+    assert [agent.may_trade(env.community, slot) for agent in agents] == [False, False, False, True]
+    env.publish_band("PV", slot, -10_000, 0)
+    assert agents[0].may_trade(env.community, slot) and not agents[1].may_trade(env.community, slot)
+
+
 def test_a_trading_round_on_the_chain(env):
     start = env.client.w3.eth.block_number
     slot = env.open_slot()
@@ -78,7 +134,7 @@ def test_a_trading_round_on_the_chain(env):
     assert env.market.market.schedule("EV", slot).matched_buy_kwh == 1.0
     assert env.market.market.schedule("PV", slot).matched_sell_kwh == 2.0
     view = build_order_book(env.community.market, from_block=start)
-    assert view.escrow() == env.escrow_held()
+    assert view.locked() == env.escrow_held()  # what the orders and trades lock in the deposits
     # a second round: the EV has no headroom left in this slot
     again = trading_round(agents[1:2], env.community, slot)
     assert again["bob"].placed == [] and again["bob"].refused == []

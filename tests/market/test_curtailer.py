@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from contracts import units
 from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
 from contracts.limits import Band
@@ -38,11 +39,15 @@ def market_on_a_running_chain(artifacts):
             [Meter("MA", 1, alice, alice), Meter("MEV", 1, bob, bob)],
             [Flexibility("EV", bob, 1, FlexKind.EV_CHARGER, 0.0, 11.0, 0, "MEV")],
         )
-        operator = keyring["operator"]
-        calls = [(community.token.mint_call(bob, "100"), operator)]
-        calls += [
-            (community.token.approve_call(community.market.address), keyring[n]) for n in ("alice", "bob")
-        ]
+        operator, settlement = keyring["operator"], community.settlement
+        client.transact_all(
+            [(community.token.mint_call(a, "100"), operator) for a in (alice, bob)], gas=300_000
+        )
+        # both trade from a deposit: bob's buy locks its value, alice's sell its collateral
+        calls = []
+        for name in ("alice", "bob"):
+            calls.append((community.token.approve_call(settlement.address, "100"), keyring[name]))
+            calls.append((settlement.deposit_call("100"), keyring[name]))
         client.transact_all(calls, gas=300_000)
         yield chain, community, keyring
     finally:
@@ -53,10 +58,15 @@ def test_a_band_tightened_after_a_match_is_curtailed_and_refunded_within_a_block
     _, community, keyring = market_on_a_running_chain
     market, clock = community.market, community.clock
     slot = clock.slot_of(community.client.latest_timestamp()) + 8  # its gate is open for two hours
+    # the market is fail-closed: the EV trades only in a slot with its band published
+    community.limits.publish_bands(
+        keyring["ocm"], [Band("EV", clock.start(slot), clock.end(slot), 0.0, 11.0)]
+    )
     market.place_order(keyring["alice"], OrderRequest(slot, Side.SELL, "MA", 2.0, "0.1", AssetKind.METER))
     placed = market.place_order(keyring["bob"], OrderRequest(slot, Side.BUY, "EV", 2.0, "0.1"))
     assert placed.filled_kwh == 2.0  # 8 kW on average over the 15 minutes, inside [0, 11]
-    bob_before = community.token.balance(keyring["bob"].address)
+    bob_before = community.settlement.deposit_of(keyring["bob"].address)
+    alice_before = community.settlement.deposit_of(keyring["alice"].address)
 
     stop = threading.Event()
     curtailer = Curtailer(community, keyring["operator"])
@@ -82,6 +92,12 @@ def test_a_band_tightened_after_a_match_is_curtailed_and_refunded_within_a_block
     assert event.block_number - band_block <= 2, f"band in block {band_block}, cut in {event.block_number}"
     assert market.schedule("EV", slot).matched_buy_kwh == 1.0
     assert community.limits.tightest_band("EV", slot).p_max_kw == 4.0
-    refund = community.token.balance(keyring["bob"].address) - bob_before
+    bob_after = community.settlement.deposit_of(keyring["bob"].address)
+    refund = bob_after.free - bob_before.free
     assert refund == Decimal("0.1"), "the buyer gets back the curtailed kWh at the trade price"
-    assert market.curtail_preview("EV", slot) == (0, 0, True)
+    assert bob_before.locked - bob_after.locked == refund
+    # the seller's collateral for the cut kWh (at the import price) is unlocked too
+    alice_after = community.settlement.deposit_of(keyring["alice"].address)
+    collateral = units.units_to_tokens(community.settlement.collateral_price_units(slot))  # per kWh
+    assert alice_after.free - alice_before.free == collateral == alice_before.locked - alice_after.locked
+    assert market.curtail_preview("EV", slot) == (0, True)

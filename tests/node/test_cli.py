@@ -95,7 +95,7 @@ def test_up_runs_the_whole_community_and_keeps_keys_secret(tmp_path, artifacts):
     finally:
         assert stop(process, lines) == 0
     first = "".join(lines)
-    assert "(deployed)" in first and "57 meters" in first
+    assert "(deployed)" in first and "57 household meters, 5 sub-meters" in first
 
     process, lines = run_up_until_ready(data_dir, free_port(), free_port())  # ports need not be the same
     assert stop(process, lines) == 0

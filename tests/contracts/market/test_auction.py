@@ -1,12 +1,15 @@
 """The call-auction clearing mode: orders rest until gate closure, one call clears the
-slot at a uniform price (midpoint of the marginal bid and ask), pay-as-clear."""
+slot at a uniform price, pay-as-clear. The price maximises the matched volume; ties go to
+the least surplus |demand − supply|, then to the midpoint of the lowest and highest such
+candidate (the candidates are the limit prices). Clearing checks no band: finalizing the
+slot curtails what a tightened band no longer allows."""
 
 from __future__ import annotations
 
 import pytest
 
-from contracts.market import CloseReason, OrderStatus, Side, TimeInForce, escrow_units, trade_value
-from tests.market_setup import PRICE
+from contracts.market import CloseReason, OrderStatus, Side, TimeInForce, lock_units, trade_value
+from tests.market_setup import IMPORT_PRICE, PRICE
 from tests.reverts import expect_revert
 
 BUY, SELL = Side.BUY, Side.SELL
@@ -21,6 +24,17 @@ def auction(env):
 
 def clear(env, slot, caller="stranger"):
     return env.client.transact(env.contract.functions.clearAuction(slot), env[caller])
+
+
+def finalize(env, slot, caller="stranger"):
+    return env.client.transact(env.contract.functions.finalizeSlot(slot), env[caller])
+
+
+def executed(env, receipt) -> list[tuple[int, int, int, int]]:
+    return [
+        (e["buyOrder"], e["sellOrder"], e["quantityWh"], e["price"])
+        for e in env.events("TradeExecuted", receipt)
+    ]
 
 
 def test_only_good_till_cancelled_orders_enter_an_auction(auction):
@@ -63,7 +77,13 @@ def test_the_auction_clears_at_one_price_for_everybody(auction):
     )
     balances = {name: env.balance(name) for name in ("alice", "bob", "carol", "dave")}
     receipt = clear(env, slot)
-    price = (3 * PRICE + 2 * PRICE) // 2  # marginal pair: dave's bid, alice's ask
+    # price   demand supply volume surplus
+    # 1 P      2500    800    800
+    # 2 P      2000   1800   1800     200
+    # 3 P      2000   1800   1800     200
+    # 4 P      1000   1800   1000
+    # 5 P         0   2300      0
+    price = (2 * PRICE + 3 * PRICE) // 2  # most volume, least surplus: midpoint of 2 P and 3 P
     cleared = env.events("AuctionCleared", receipt)[0]
     assert (cleared["slot"], cleared["price"], cleared["volumeWh"], cleared["trades"]) == (
         slot,
@@ -71,11 +91,7 @@ def test_the_auction_clears_at_one_price_for_everybody(auction):
         1800,
         3,
     )
-    executed = [
-        (e["buyOrder"], e["sellOrder"], e["quantityWh"], e["price"])
-        for e in env.events("TradeExecuted", receipt)
-    ]
-    assert executed == [
+    assert executed(env, receipt) == [
         (bids["bob"], asks["carol"], 800, price),
         (bids["bob"], asks["alice"], 200, price),
         (bids["dave"], asks["alice"], 800, price),
@@ -86,16 +102,18 @@ def test_the_auction_clears_at_one_price_for_everybody(auction):
         (bids["alice"], CloseReason.AUCTION_UNMATCHED, 500),
         (asks["dave"], CloseReason.AUCTION_UNMATCHED, 500),
     }
-    # every buyer paid the clearing price; the rest of its escrow came back
-    # (the balances were taken after the escrows were paid in)
+    # every buyer paid the clearing price and got the rest of its lock back; unmatched orders
+    # are unlocked, matched sells keep their collateral (the balances were taken after locking)
     refunds = {
-        "bob": escrow_units(1000, 4 * PRICE) - trade_value(800, price) - trade_value(200, price),
-        "dave": escrow_units(1000, 3 * PRICE) - trade_value(800, price),
-        "alice": escrow_units(500, PRICE),
+        "bob": lock_units(1000, 4 * PRICE) - trade_value(800, price) - trade_value(200, price),
+        "dave": lock_units(1000, 3 * PRICE) - trade_value(800, price) + lock_units(500, IMPORT_PRICE),
+        "alice": lock_units(500, PRICE),
         "carol": 0,
     }
     assert {name: env.balance(name) - before for name, before in balances.items()} == refunds
-    assert env.escrow_held() == trade_value(800, price) + trade_value(200, price) + trade_value(800, price)
+    paid = trade_value(800, price) + trade_value(200, price) + trade_value(800, price)
+    collateral = lock_units(800, IMPORT_PRICE) + lock_units(1000, IMPORT_PRICE)
+    assert env.escrow_held() == paid + collateral
     assert env.client.call(env.contract.functions.openOrders(slot, 0)) == []
     assert env.client.call(env.contract.functions.openOrders(slot, 1)) == []
     statuses = [
@@ -103,6 +121,45 @@ def test_the_auction_clears_at_one_price_for_everybody(auction):
     ]
     assert statuses == [OrderStatus.FILLED] * 3 + [OrderStatus.CLOSED]
     expect_revert("AuctionAlreadyCleared", lambda: clear(env, slot), slot=slot)
+
+
+def test_equal_volumes_go_to_the_least_surplus_then_to_the_midpoint(auction):
+    env = auction
+    slot = env.open_slot()
+    bids = {
+        "bob": env.place("bob", slot, BUY, 1000, 5 * PRICE)[0],
+        "dave": env.place("dave", slot, BUY, 500, 3 * PRICE)[0],
+    }
+    asks = {
+        "carol": env.place("carol", slot, SELL, 600, PRICE)[0],
+        "alice": env.place("alice", slot, SELL, 400, 2 * PRICE)[0],
+        "dave": env.place("dave", slot, SELL, 700, 4 * PRICE)[0],
+    }
+    env.to_gate_closure(slot)
+    bob = env.balance("bob")
+    receipt = clear(env, slot)
+    # price   demand supply volume surplus
+    # 1 P      1500    600    600     900
+    # 2 P      1500   1000   1000     500
+    # 3 P      1500   1000   1000     500
+    # 4 P      1000   1700   1000     700
+    # 5 P      1000   1700   1000     700
+    # 1000 Wh at 2..5 P; the least surplus (500) at 2 P and 3 P: their midpoint
+    # (the marginal bid and ask, bob's 5 P and alice's 2 P, would have given 3.5 P)
+    price = (2 * PRICE + 3 * PRICE) // 2
+    cleared = env.events("AuctionCleared", receipt)[0]
+    assert (cleared["price"], cleared["volumeWh"], cleared["trades"]) == (price, 1000, 2)
+    assert executed(env, receipt) == [
+        (bids["bob"], asks["carol"], 600, price),
+        (bids["bob"], asks["alice"], 400, price),
+    ]
+    closed = {(c["orderId"], c["reason"], c["remainingWh"]) for c in env.events("OrderClosed", receipt)}
+    assert closed == {
+        (bids["dave"], CloseReason.AUCTION_UNMATCHED, 500),  # 3 P ≥ price, but no ask left
+        (asks["dave"], CloseReason.AUCTION_UNMATCHED, 700),
+    }
+    assert env.balance("bob") == bob + lock_units(1000, 5 * PRICE) - trade_value(1000, price)
+    assert env.deposit("dave")[1] == 0
 
 
 def test_an_auction_without_crossing_orders_refunds_everybody(auction):
@@ -117,25 +174,31 @@ def test_an_auction_without_crossing_orders_refunds_everybody(auction):
     assert env.balance("bob") == before and env.escrow_held() == 0
 
 
-def test_clearing_cancels_an_order_whose_band_tightened(auction):
+def test_clearing_checks_no_band_and_finalizing_curtails_what_a_tightened_band_forbids(auction):
     env = auction
     slot = env.open_slot()
     stale, _ = env.place("alice", slot, SELL, 1000, PRICE)
     other, _ = env.place("carol", slot, SELL, 400, 2 * PRICE)
     buy, _ = env.place("bob", slot, BUY, 1000, 2 * PRICE)
-    env.publish_band("BAT", slot, 0, 20_000)
+    env.publish_band("BAT", slot, 0, 20_000)  # the battery may no longer inject
     env.to_gate_closure(slot)
     receipt = clear(env, slot)
+    # 1000 Wh at P (surplus 0) or at 2 P (surplus 400): P
+    assert executed(env, receipt) == [(buy, stale, 1000, PRICE)]
     closed = [(c["orderId"], c["reason"]) for c in env.events("OrderClosed", receipt)]
-    assert closed == [(stale, CloseReason.BAND_TIGHTENED), (buy, CloseReason.AUCTION_UNMATCHED)]
-    executed = [
-        (e["buyOrder"], e["sellOrder"], e["quantityWh"], e["price"])
-        for e in env.events("TradeExecuted", receipt)
-    ]
-    assert executed == [(buy, other, 400, 2 * PRICE)]
+    assert closed == [(other, CloseReason.AUCTION_UNMATCHED)]
+    trade_id = env.events("TradeExecuted", receipt)[0]["tradeId"]
+    bob, alice = env.balance("bob"), env.balance("alice")
+    receipt = finalize(env, slot)
+    cut = [(e["tradeId"], e["curtailedWh"], e["remainingWh"]) for e in env.events("TradeCurtailed", receipt)]
+    assert cut == [(trade_id, 1000, 0)]
+    assert [(e["slot"], e["flexibilities"]) for e in env.events("SlotFinalized", receipt)] == [(slot, 2)]
+    assert env.balance("bob") == bob + trade_value(1000, PRICE)
+    assert env.balance("alice") == alice + lock_units(1000, IMPORT_PRICE)
+    assert env.escrow_held() == 0
 
 
-def test_settlement_needs_the_auction_cleared_unless_the_slot_is_empty(auction):
+def test_finalizing_needs_the_auction_cleared_unless_the_slot_is_empty(auction):
     env = auction
     slot = env.open_slot()
     env.place("bob", slot, BUY, 1000, PRICE)
@@ -143,12 +206,16 @@ def test_settlement_needs_the_auction_cleared_unless_the_slot_is_empty(auction):
     members = [env["bob"].address]
     settle = env.settlement.functions.settle
     expect_revert(
-        "AuctionNotCleared", lambda: env.client.transact(settle(slot, members), env["stranger"]), slot=slot
+        "SlotNotFinalized", lambda: env.client.transact(settle(slot, members), env["stranger"]), slot=slot
     )
-    env.client.transact(settle(slot + 1, members), env["stranger"])  # nothing was ordered for slot + 1
-    clear(env, slot)
-    env.client.transact(settle(slot, members), env["stranger"])
+    expect_revert("AuctionNotCleared", lambda: finalize(env, slot), slot=slot)
+    finalize(env, slot + 1)  # nothing was ordered for slot + 1
+    env.client.transact(settle(slot + 1, members), env["stranger"])
     expect_revert("AuctionAlreadyCleared", lambda: clear(env, slot + 1), slot=slot + 1)
+    clear(env, slot)
+    finalize(env, slot)
+    env.client.transact(settle(slot, members), env["stranger"])
+    assert env.client.call(env.contract.functions.position(members[0], slot))[3]  # released
 
 
 def test_clear_auction_needs_the_auction_mode(env):

@@ -1,4 +1,6 @@
-"""Band enforcement at order entry and at matching, and curtailment after a band tightens.
+"""Band enforcement at order entry (fail-closed: no published band, no flexibility order)
+and at matching, curtailment after a band tightens, and the finalization of a slot, which
+curtails every traded flexibility to its band in force before the settlement.
 
 EV [0, 11] kW: at most 2750 Wh in a 15-minute slot; PV [-10, 0] kW: at most 2500 Wh
 injected; BAT [-20, 20] kW: ±5000 Wh.
@@ -7,8 +9,8 @@ injected; BAT [-20, 20] kW: ±5000 Wh.
 from __future__ import annotations
 
 from contracts import units
-from contracts.market import AssetKind, CloseReason, OrderStatus, Side, TimeInForce, escrow_units, trade_value
-from tests.market_setup import PRICE
+from contracts.market import AssetKind, CloseReason, OrderStatus, Side, TimeInForce, lock_units, trade_value
+from tests.market_setup import IMPORT_PRICE, PRICE, SLOT_MINUTES
 from tests.reverts import expect_revert
 
 BUY, SELL = Side.BUY, Side.SELL
@@ -21,9 +23,22 @@ def schedule(env, flex: bytes, slot: int) -> tuple[int, int, int, int]:
 
 
 def curtail(env, flex: bytes, slot: int, caller: str = "stranger"):
+    """((trades curtailed, done), receipt) of a ``curtail`` call."""
     call = env.contract.functions.curtail(flex, slot)
     result = env.client.call(call)
-    return result, env.client.transact(call, env[caller])
+    return tuple(result), env.client.transact(call, env[caller])
+
+
+def finalize(env, slot: int, caller: str = "stranger"):
+    """(done, receipt) of a ``finalizeSlot`` call."""
+    call = env.contract.functions.finalizeSlot(slot)
+    done = env.client.call(call, block="pending")
+    return done, env.client.transact(call, env[caller])
+
+
+def position(env, name: str, slot: int) -> tuple:
+    """(bought, sold, paid, released, proceeds, collateral)."""
+    return tuple(env.client.call(env.contract.functions.position(env[name].address, slot)))
 
 
 def test_a_buy_may_not_take_a_flexibility_above_its_band(env):
@@ -60,8 +75,8 @@ def test_a_sell_may_not_take_a_flexibility_below_its_band(env):
         requestedW=-10_004,
         allowedW=-10_000,
     )
-    # a PV cannot consume: buying 1 Wh would put it above P_max = 0
-    expect_revert("BandExceeded", lambda: env.place("carol", slot, BUY, 1, PRICE), requestedW=4, allowedW=0)
+    # a PV cannot consume: buying 10 Wh would put it above P_max = 0
+    expect_revert("BandExceeded", lambda: env.place("carol", slot, BUY, 10, PRICE), requestedW=40, allowedW=0)
     env.place("carol", slot, SELL, 2500, PRICE)
 
 
@@ -73,8 +88,8 @@ def test_matched_energy_counts_and_a_battery_may_trade_both_ways(env):
     env.place("alice", slot, BUY, 8000, PRICE // 2)  # −3000 + 8000 = 5000 Wh = 20 kW
     expect_revert(
         "BandExceeded",
-        lambda: env.place("alice", slot, BUY, 1, PRICE // 2),
-        requestedW=20_004,
+        lambda: env.place("alice", slot, BUY, 10, PRICE // 2),
+        requestedW=20_040,
         allowedW=20_000,
     )
     expect_revert(  # −3000 − 2001 < −5000
@@ -109,40 +124,49 @@ def _ev_trades(env, slot):
     return trades, bid
 
 
-def test_a_tightened_band_curtails_the_latest_trades_and_cancels_open_orders(env):
+def test_a_tightened_band_curtails_the_latest_trades_and_closes_open_orders_when_they_would_match(env):
     slot = env.open_slot()
     (_, second), bid = _ev_trades(env, slot)
     env.publish_band("EV", slot, 0, 4000)  # at most 1000 Wh
     bob, carol = env.balance("bob"), env.balance("carol")
     held = env.escrow_held()
-    (curtailed, cancelled, done), receipt = curtail(env, EV, slot)
-    assert (curtailed, cancelled, done) == (1, 1, True)
+    (curtailed, done), receipt = curtail(env, EV, slot)
+    assert (curtailed, done) == (1, True)
     cut = env.events("TradeCurtailed", receipt)
     assert [(e["tradeId"], e["flexibility"], e["slot"], e["curtailedWh"], e["remainingWh"]) for e in cut] == [
         (second, EV, slot, 800, 0)
     ]
     assert cut[0]["refund"] == trade_value(800, PRICE)
-    closed = env.events("OrderClosed", receipt)
-    assert [(c["orderId"], c["reason"], c["remainingWh"]) for c in closed] == [
-        (bid, CloseReason.BAND_TIGHTENED, 200)
-    ]
-    refunds = trade_value(800, PRICE) + escrow_units(200, PRICE // 2)
-    assert env.balance("bob") == bob + refunds
-    assert env.balance("carol") == carol
-    assert env.escrow_held() == held - refunds
-    assert schedule(env, EV, slot) == (1000, 0, 0, 0)
+    assert not env.events("OrderClosed", receipt)  # curtailing cuts trades, not orders
+    # the buyer gets the value back, the seller the collateral of the energy cut
+    collateral = lock_units(800, IMPORT_PRICE)
+    assert env.balance("bob") == bob + trade_value(800, PRICE)
+    assert env.balance("carol") == carol + collateral
+    assert env.escrow_held() == held - trade_value(800, PRICE) - collateral
+    assert schedule(env, EV, slot) == (1000, 0, 200, 0)  # the bid below stays open
     assert schedule(env, PV, slot) == (0, 1000, 0, 200)  # the seller's matched energy shrinks too
-    positions = env.contract.functions.position
-    assert env.client.call(positions(env["bob"].address, slot))[:2] == (1000, 0)
-    assert env.client.call(positions(env["carol"].address, slot)) == (
+    assert position(env, "bob", slot) == (1000, 0, trade_value(1000, PRICE), False, 0, 0)
+    assert position(env, "carol", slot) == (
         0,
         1000,
-        trade_value(1000, PRICE),
+        0,
         False,
+        trade_value(1000, PRICE),
+        lock_units(1000, IMPORT_PRICE),
     )
     assert env.client.call(env.contract.functions.trade(second))[3] == 0
-    (curtailed, cancelled, done), receipt = curtail(env, EV, slot)  # nothing more to do
-    assert (curtailed, cancelled, done) == (0, 0, True) and not env.events("TradeCurtailed", receipt)
+    (curtailed, done), receipt = curtail(env, EV, slot)  # nothing more to do
+    assert (curtailed, done) == (0, True) and not env.events("TradeCurtailed", receipt)
+    # the open bid the band no longer allows is closed when an ask would match it
+    ask, receipt = env.place("dave", slot, SELL, 200, PRICE // 2)
+    closed = env.events("OrderClosed", receipt)
+    assert [(c["orderId"], c["reason"], c["remainingWh"], c["refund"]) for c in closed] == [
+        (bid, CloseReason.BAND_TIGHTENED, 200, lock_units(200, PRICE // 2))
+    ]
+    assert not env.events("TradeExecuted", receipt)
+    assert OrderStatus(env.order(ask)[5]) == OrderStatus.OPEN
+    assert schedule(env, EV, slot) == (1000, 0, 0, 0)
+    assert env.balance("bob") == bob + trade_value(800, PRICE) + lock_units(200, PRICE // 2)
 
 
 def test_the_last_trade_needed_is_curtailed_only_in_part(env):
@@ -152,7 +176,7 @@ def test_the_last_trade_needed_is_curtailed_only_in_part(env):
     _, receipt = curtail(env, EV, slot)
     cut = [(e["tradeId"], e["curtailedWh"], e["remainingWh"]) for e in env.events("TradeCurtailed", receipt)]
     assert cut == [(second, 800, 0), (first, 500, 500)]
-    assert schedule(env, EV, slot) == (500, 0, 0, 0)
+    assert schedule(env, EV, slot) == (500, 0, 200, 0)  # the bid stays open (closed if it would match)
 
 
 def test_a_raised_lower_bound_curtails_the_latest_sales(env):
@@ -201,12 +225,90 @@ def test_an_all_or_none_dry_run_counts_two_orders_of_one_flexibility_together(en
     assert schedule(env, BAT, slot)[1] == 600
 
 
-def test_curtailment_stops_once_settlement_of_the_slot_started(env):
+def test_a_flexibility_trades_only_a_slot_with_a_band_published_for_every_minute(env):
+    slot = env.bare_slot()  # no band published: fail-closed
+    for name, side, flex in (("bob", BUY, EV), ("carol", SELL, PV), ("alice", BUY, BAT)):
+        expect_revert(
+            "BandNotPublished",
+            lambda n=name, s=side: env.place(n, slot, s, 100, PRICE),
+            flexibility=flex,
+            slot=slot,
+        )
+    # a band for part of the slot is not enough
+    start = slot * SLOT_MINUTES
+    limits = env.community.limits.contract.functions
+    env.client.transact(limits.publishBands([(EV, start, start + 10, 0, 11_000)]), env["ocm"])
+    expect_revert("BandNotPublished", lambda: env.place("bob", slot, BUY, 100, PRICE), flexibility=EV)
+    # orders tied to a household meter need no band
+    ask, _ = env.place("dave", slot, SELL, 100, PRICE)
+    buy, receipt = env.place("bob", slot, BUY, 100, PRICE, asset=(AssetKind.METER, "MB"))
+    assert [(e["buyOrder"], e["sellOrder"]) for e in env.events("TradeExecuted", receipt)] == [(buy, ask)]
+    # once every minute has a band, the flexibility trades
+    env.client.transact(limits.publishBands([(EV, start + 10, start + SLOT_MINUTES, 0, 11_000)]), env["ocm"])
+    order_id, _ = env.place("bob", slot, BUY, 100, PRICE)
+    assert (
+        schedule(env, EV, slot) == (0, 0, 100, 0) and OrderStatus(env.order(order_id)[5]) == OrderStatus.OPEN
+    )
+
+
+def test_a_meter_that_measures_a_flexibility_cannot_trade_in_its_place(env):
     slot = env.open_slot()
-    _ev_trades(env, slot)
-    env.to_final(slot)
-    env.client.transact(env.settlement.functions.settle(slot, [env["dave"].address]), env["stranger"])
+    for name, meter, flex in (("alice", "MBAT", BAT), ("bob", "MEV", EV), ("carol", "MPV", PV)):
+        expect_revert(
+            "MeterMeasuresFlexibility",
+            lambda n=name, m=meter: env.place(n, slot, SELL, 10_000, PRICE, asset=(AssetKind.METER, m)),
+            meter=units.encode_id(meter),
+            flexibility=flex,
+        )
+    env.place("alice", slot, SELL, 10_000, PRICE, asset=(AssetKind.METER, "MA"))  # her house meter may
+
+
+def test_finalizing_a_slot_curtails_its_trades_to_the_bands_in_force(env):
+    slot = env.open_slot()
+    (first, second), _ = _ev_trades(env, slot)
+    env.publish_band("EV", slot, 0, 4000)  # tightened before gate closure; nobody calls curtail
+    expect_revert(
+        "GateNotClosed",
+        lambda: env.client.transact(env.contract.functions.finalizeSlot(slot), env["stranger"]),
+        slot=slot,
+    )
+    env.to_gate_closure(slot)
+    bob, carol = env.balance("bob"), env.balance("carol")
+    done, receipt = finalize(env, slot)
+    assert done
+    cut = env.events("TradeCurtailed", receipt)
+    assert [
+        (e["tradeId"], e["flexibility"], e["curtailedWh"], e["remainingWh"], e["refund"]) for e in cut
+    ] == [(second, EV, 800, 0, trade_value(800, PRICE))]
+    finalized = env.events("SlotFinalized", receipt)
+    assert [(e["slot"], e["flexibilities"]) for e in finalized] == [(slot, 2)]  # EV and PV traded
+    assert env.balance("bob") == bob + trade_value(800, PRICE)
+    assert env.balance("carol") == carol + lock_units(800, IMPORT_PRICE)
+    assert schedule(env, EV, slot)[:2] == (1000, 0)
+    assert env.client.call(env.contract.functions.trade(first))[3] == 1000
+    assert env.community.market.finalized(slot)
+    # the trades are final now
     expect_revert(
         "SlotInSettlement", lambda: env.client.transact(env.contract.functions.curtail(EV, slot), env["dso"]),
         slot=slot,
     )  # fmt: skip
+    expect_revert("SlotInSettlement", lambda: finalize(env, slot), slot=slot)
+
+
+def test_settlement_waits_for_finalization_and_curtailment_ends_with_it(env):
+    slot = env.open_slot()
+    _ev_trades(env, slot)
+    env.to_final(slot)
+    settle = env.settlement.functions.settle(slot, [env["bob"].address])
+    expect_revert("SlotNotFinalized", lambda: env.client.transact(settle, env["stranger"]), slot=slot)
+    (curtailed, done), _ = curtail(env, EV, slot)  # before finalization anyone may still curtail
+    assert (curtailed, done) == (0, True)
+    done, receipt = finalize(env, slot)
+    assert done and not env.events("TradeCurtailed", receipt)  # the bands held
+    assert [e["flexibilities"] for e in env.events("SlotFinalized", receipt)] == [2]
+    expect_revert(
+        "SlotInSettlement", lambda: env.client.transact(env.contract.functions.curtail(EV, slot), env["dso"]),
+        slot=slot,
+    )  # fmt: skip
+    env.client.transact(settle, env["stranger"])
+    assert position(env, "bob", slot)[:4] == (1800, 0, trade_value(1800, PRICE), True)

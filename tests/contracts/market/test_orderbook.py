@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts import units
-from contracts.market import AssetKind, CloseReason, OrderStatus, Side
+from contracts.market import AssetKind, CloseReason, OrderStatus, Side, TimeInForce
 from contracts.orderbook import OrderBookView, build_order_book
 from tests.market_setup import PRICE
 
@@ -11,7 +11,8 @@ BUY, SELL = Side.BUY, Side.SELL
 
 
 def busy_slot(env) -> int:
-    """Orders at several prices, partial fills, a cancel and a curtailment."""
+    """Orders at several prices, partial fills, a cancel, a curtailment and an open order its
+    tightened band closes when it would match."""
     slot = env.open_slot()
     for member, side, quantity, price in [
         ("carol", SELL, 1500, 2 * PRICE),
@@ -27,6 +28,8 @@ def busy_slot(env) -> int:
     env.client.transact(env.contract.functions.cancelOrder(cancelled), env["dave"])
     env.publish_band("EV", slot, 0, 4000)  # bob's EV: 1400 Wh matched, 1000 allowed
     env.client.transact(env.contract.functions.curtail(units.encode_id("EV"), slot), env["stranger"])
+    # bob's resting 200 Wh bid no longer fits the band: it is closed when an ask reaches it
+    env.place("dave", slot, SELL, 100, PRICE, TimeInForce.IMMEDIATE_OR_CANCEL)
     return slot
 
 
@@ -43,17 +46,25 @@ def test_the_book_from_events_equals_the_chain(env):
         assert order.status == OrderStatus(env.order(order.order_id)[5])
     for trade in view.trades.values():
         assert trade.quantity_wh == env.client.call(env.contract.functions.trade(trade.trade_id))[3]
-    assert view.escrow() == env.escrow_held()
+    assert view.locked() == env.escrow_held()
     curtailed = [t for t in view.trades.values() if t.curtailed_wh]
     assert [(t.quantity_wh, t.curtailed_wh) for t in curtailed] == [(200, 400)]
-    reasons = {o.close_reason for o in view.orders.values() if o.status == OrderStatus.CLOSED}
-    assert reasons == {CloseReason.CANCELLED, CloseReason.BAND_TIGHTENED}  # bob's resting 200 Wh bid
-    for member in ("alice", "carol"):
+    reasons = {o.order_id: o.close_reason for o in view.orders.values() if o.status == OrderStatus.CLOSED}
+    assert sorted(reasons.values()) == [
+        CloseReason.CANCELLED,  # dave's bid
+        CloseReason.IMMEDIATE_REMAINDER,  # dave's ask
+        CloseReason.BAND_TIGHTENED,  # bob's resting 200 Wh bid
+    ]
+    for member in ("alice", "bob", "carol", "dave"):
         address = env[member].address
-        assert (
-            view.proceeds.get((address, slot), 0)
-            == env.client.call(env.contract.functions.position(address, slot))[2]
-        )
+        held = env.client.call(env.contract.functions.position(address, slot))
+        paid, collateral = held[2], held[5]
+        assert view.collateral.get((address, slot), 0) == collateral
+        assert view.trade_locks.get((address, slot), 0) == paid + collateral
+    assert (
+        view.collateral[(env["carol"].address, slot)] > 0
+        and view.collateral[(env["alice"].address, slot)] > 0
+    )
 
 
 def test_hints_and_depth_from_the_view(env):
