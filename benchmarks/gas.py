@@ -36,7 +36,12 @@ def setup(meter_count: int):
     keyring = Keyring.ephemeral()
     fund(client, funder, [keyring[name].address for name in ("admin", "gateway", "ocm", "member")])
     admin = keyring["admin"]
-    community = Community(client, deploy_community(client, admin, CommunityConfig(slot_minutes=SLOT_MINUTES)))
+    community = Community(
+        client,
+        deploy_community(
+            client, admin, CommunityConfig(slot_minutes=SLOT_MINUTES, data_delay_minutes=24 * 60)
+        ),
+    )
     community.registry.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
     community.registry.grant_role(admin, Role.OCM_ORACLE, keyring["ocm"].address)
     member = keyring["member"].address

@@ -74,7 +74,9 @@ def start_node(work: Path, period: int) -> tuple[str, subprocess.Popen]:
 def set_up_community(url: str, keyring: Keyring, meters: int) -> tuple[Community, list[str]]:
     client = ChainClient.connect(url, build_contracts().artifacts)
     admin, member = keyring["admin"], keyring["faucet"]
-    community = Community(client, deploy_community(client, admin, CommunityConfig(name="bench")))
+    community = Community(
+        client, deploy_community(client, admin, CommunityConfig(name="bench", data_delay_minutes=24 * 60))
+    )
     meter_ids = [f"B{i:04d}" for i in range(meters)]
     calls = [
         (community.registry.grant_role_call(Role.GATEWAY, keyring["gateway"].address), admin),

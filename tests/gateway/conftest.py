@@ -63,7 +63,9 @@ def stack(artifacts) -> Iterator[Stack]:
     keyring = chain.keyring
     client = ChainClient.connect(url, artifacts)
     admin = keyring["admin"]
-    community = Community(client, deploy_community(client, admin, CommunityConfig(name="gateway test")))
+    # readings of the last day are sent (see take_minutes): the ledger takes them for two days
+    config = CommunityConfig(name="gateway test", data_delay_minutes=2 * 24 * 60)
+    community = Community(client, deploy_community(client, admin, config))
     populate(community, keyring, {"gateway": Role.GATEWAY}, ["member"])
     register_meters(community, keyring, METER_IDS, keyring["member"].address)
     now = client.w3.eth.get_block("latest")["timestamp"]

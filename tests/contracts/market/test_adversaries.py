@@ -128,8 +128,13 @@ class AdversarialMarket(RuleBasedStateMachine):
     @rule(member=st.sampled_from(["alice", "bob"]), price=PRICES)
     def self_trader_crosses_its_own_order(self, member, price):
         meter = ASSETS[member][0]
-        if self.place(member, Side.SELL, 500, price, asset=meter) is None:
-            assert self.place(member, Side.BUY, 500, price, asset=meter) in ("SelfTrade", "MarketPaused")
+        if self.place(member, Side.SELL, 500, price, asset=meter) is not None:
+            return
+        resting = [
+            o for o in self.view.open_orders(self.slot, Side.SELL) if o.owner == self.env[member].address
+        ]
+        if any(o.limit_price <= price for o in resting):  # its ask rests (not filled at once): refused
+            assert self.place(member, Side.BUY, 500, price, asset=meter) in ("SelfTrade", "TooManyOpenOrders")
 
     @rule(meter=st.sampled_from(sorted(FLEX_METERS)))
     def order_through_a_flexibilitys_meter(self, meter):
