@@ -122,8 +122,11 @@ class MarketOperator:
 
     def _finalize(self, slot: int) -> None:
         market = self.community.market
-        while not market.finalized(slot):
-            _, cuts = market.finalize_slot(self.operator, slot)
+        if market.finalized(slot):
+            return
+        done = False
+        while not done:
+            done, cuts = market.finalize_slot(self.operator, slot)
             if cuts:
                 kwh = sum(cut.curtailed_kwh for cut in cuts)
                 log.info(

@@ -57,9 +57,10 @@ def deployed(artifacts, feeder_file, chain):
         keyring,
         {"ocm": Role.OCM_ORACLE, "gateway": Role.GATEWAY},
         ["member"],
-        [Meter(meter_id, bus_of[meter_id], member, member) for meter_id in ("UL01", "UL02")],
-        [
-            Flexibility(flex_id, member, bus_of[flex_id], FlexKind.EV_CHARGER, 0.0, 22.0)
+        [Meter(meter_id, bus_of[meter_id], member, member) for meter_id in ("UL01", "UL02")]
+        + [Meter(f"M-{flex_id}", bus_of[flex_id], member, member) for flex_id in ("CS01", "CS02")],
+        [  # each flexibility has its own meter
+            Flexibility(flex_id, member, bus_of[flex_id], FlexKind.EV_CHARGER, 0.0, 22.0, 0, f"M-{flex_id}")
             for flex_id in ("CS01", "CS02")
         ],
     )
