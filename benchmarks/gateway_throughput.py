@@ -56,8 +56,9 @@ def start_node(work: Path, period: int) -> tuple[str, subprocess.Popen]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log = work / "node.log"
-    command = [sys.executable, "-m", "node.cli.main", "-q", "node", "start",
-               "--data-dir", str(work / "chain"), "--port", str(port), "--period", str(period)]  # fmt: skip
+    command = [sys.executable, "-m", "node.cli.main", "-q", "node", "start", "--data-dir",
+               str(work / "chain"), "--port", str(port),
+               "--ws-port", "0", "--period", str(period)]  # fmt: skip
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

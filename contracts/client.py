@@ -268,7 +268,7 @@ class ChainClient:
                     raise self._revert(error, where) from None
                 raise
             gas = int(estimate * GAS_MARGIN) + GAS_MARGIN_FIXED
-        fees = self.suggested_fees()  # given, as not every node has eth_maxPriorityFeePerGas (EthereumJS)
+        fees = self.suggested_fees()  # always given: the client decides the fee, not each node
         with self._nonce_lock:
             nonce = self._next_nonce(signer.address)
             transaction = function.build_transaction({**base, "gas": gas, "nonce": nonce, **fees})

@@ -24,6 +24,7 @@ class NodeSettings:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 8545
+    ws_port: int | None = None  # JSON-RPC over WebSocket; None: not served
     mqtt_port: int = 1883
     community: str = "Demo energy community"
     slot_minutes: int = 15
@@ -56,6 +57,15 @@ class CommunityNode:
             raise StartupError(
                 f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}"
             ) from None
+        ws_url = None
+        if settings.ws_port is not None:
+            try:
+                ws_url = chain.serve_websocket(settings.host, settings.ws_port)
+            except OSError as error:
+                raise StartupError(
+                    f"cannot listen on {settings.host}:{settings.ws_port} (WebSocket): "
+                    f"{error.strerror or error}"
+                ) from None
         client = chain.client(self.artifacts)
         config = CommunityConfig(name=settings.community, slot_minutes=settings.slot_minutes)
         deployment, fresh = ensure_deployment(client, keyring["admin"], settings.data_dir, config)
@@ -79,7 +89,7 @@ class CommunityNode:
         self._thread("ocm", self._serve_ocm, community, keyring, feeder)
         self._thread("market", self._operate_market, community, keyring)
         self._thread("curtailer", self._curtail, community, keyring)
-        self._report(url, deployment, fresh, community, feeder, topic)
+        self._report(url, ws_url, deployment, fresh, community, feeder, topic)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -129,7 +139,7 @@ class CommunityNode:
 
         Curtailer(community, keyring["operator"]).run(self.stop_event)
 
-    def _report(self, url, deployment, fresh, community, feeder: Path, topic: str) -> None:
+    def _report(self, url, ws_url, deployment, fresh, community, feeder: Path, topic: str) -> None:
         from node.demo import DEMO_FLEXIBILITIES, flexibility_meter_id
 
         node, keyring = self.chain.node, self.chain.keyring
@@ -137,6 +147,8 @@ class CommunityNode:
             f"chain id {node.genesis.chain_id}, block {node.head.block_number}, period {node.period} s"
         )
         print(f"chain: {url} ({chain_facts}), data in {self.settings.data_dir}", flush=True)
+        if ws_url is not None:
+            print(f"chain over WebSocket (eth_subscribe): {ws_url}", flush=True)
         config, state = deployment.config, "deployed" if fresh else "found"
         print(f"community {config.name!r} ({state}), market slot {config.slot_minutes} min:")
         for name, address in deployment.addresses.items():

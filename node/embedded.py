@@ -23,6 +23,7 @@ from node.chain.node import PoaNode
 from node.chain.provider import EmbeddedProvider
 from node.chain.rpc import JsonRpc
 from node.chain.server import RpcHttpServer
+from node.chain.websocket import RpcWebSocketServer
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,15 @@ ETHER = 10**18
 
 @dataclass
 class EmbeddedChain:
-    """A running embedded node with its JSON-RPC front and, optionally, HTTP server."""
+    """A running embedded node with its JSON-RPC front and, optionally, its HTTP and
+    WebSocket servers."""
 
     node: PoaNode
     rpc: JsonRpc
     keyring: Keyring
     data_dir: Path | None
     server: RpcHttpServer | None = None
+    websocket_server: RpcWebSocketServer | None = None
 
     def client(self, artifacts: dict[str, ContractArtifact] | None = None) -> ChainClient:
         """A chain client talking to this node in process."""
@@ -51,7 +54,15 @@ class EmbeddedChain:
         self.server = RpcHttpServer(self.rpc, host, port).start()
         return self.server.url
 
+    def serve_websocket(self, host: str = "127.0.0.1", port: int = 8546) -> str:
+        """Serve JSON-RPC and ``eth_subscribe`` over WebSocket (port 0: a free one); returns
+        the ``ws://`` URL."""
+        self.websocket_server = RpcWebSocketServer(self.rpc, host, port).start()
+        return self.websocket_server.url
+
     def stop(self) -> None:
+        if self.websocket_server is not None:
+            self.websocket_server.stop()
         if self.server is not None:
             self.server.stop()
         self.node.stop()

@@ -60,3 +60,24 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "not installed: ${missing[*]} (tests that need them are skipped)"
   fi
 fi
+
+# geth 1.13.15, the last release that seals and validates Clique: the multi-node network
+# (`lec network geth`) and the re-validation of the embedded chain. Built once with the Go
+# toolchain from the Go module proxy into a cache kept across clones (node/geth.py finds it).
+GETH_VERSION=1.13.15
+GETH_HOME="${XDG_CACHE_HOME:-$HOME/.cache}/lec-node/geth-v$GETH_VERSION"
+if [ -z "${LEC_GETH:-}" ] && [ ! -x "$GETH_HOME/geth" ]; then
+  if command -v go >/dev/null 2>&1; then
+    log "building geth $GETH_VERSION with Go into $GETH_HOME (once; a few minutes)"
+    mkdir -p "$GETH_HOME"
+    package="github.com/ethereum/go-ethereum/cmd/geth@v$GETH_VERSION"
+    # -checklinkname=0: the documented work-around for fjl/memsize on Go >= 1.23
+    if ! GOBIN="$GETH_HOME" go install -ldflags=-checklinkname=0 "$package" > "$GETH_HOME/build.log" 2>&1 &&
+       ! GOBIN="$GETH_HOME" go install "$package" >> "$GETH_HOME/build.log" 2>&1; then
+      tail -20 "$GETH_HOME/build.log" >&2
+      log "could not build geth $GETH_VERSION (log: $GETH_HOME/build.log); the geth tests will fail"
+    fi
+  else
+    log "Go not found: geth $GETH_VERSION is not built (lec network geth and its tests need it)"
+  fi
+fi

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from eth.abc import BlockAPI, BlockHeaderAPI, ReceiptAPI, SignedTransactionAPI
 from eth.chains.base import Chain
-from eth.consensus.clique import CliqueApplier, CliqueConsensus, CliqueConsensusContext
+from eth.consensus.clique import CliqueApplier, CliqueConsensus
 from eth.consensus.clique._utils import get_block_signer, sign_block_header
 from eth.consensus.clique.constants import NONCE_AUTH, NONCE_DROP, SIGNATURE_LENGTH, VANITY_LENGTH
 from eth.constants import ZERO_ADDRESS
@@ -29,15 +29,25 @@ from eth_typing import Address
 from eth_utils import ValidationError
 
 from node.chain.genesis import EPOCH_LENGTH
+from node.chain.votes import CommunityCliqueContext
+
+
+class CliqueLondonVM(LondonVM):
+    """The London VM as Clique runs it: no block reward, and the header's coinbase (a vote's
+    subject, or zero) is not touched. py-evm credits a zero reward to the coinbase, which
+    leaves an empty account that EIP-161 forbids, so geth would reject the state root."""
+
+    def _assign_block_rewards(self, block: BlockAPI) -> None:
+        return None
 
 
 def chain_class(chain_id: int) -> type[Chain]:
     """A py-evm chain running Clique on the London VM from block 0."""
     return Chain.configure(
         __name__="CommunityPoaChain",
-        vm_configuration=CliqueApplier().amend_vm_configuration(((0, LondonVM),)),
+        vm_configuration=CliqueApplier().amend_vm_configuration(((0, CliqueLondonVM),)),
         chain_id=chain_id,
-        consensus_context_class=CliqueConsensusContext,
+        consensus_context_class=CommunityCliqueContext,
     )
 
 
@@ -129,19 +139,19 @@ def vm_for_simulation(chain: Chain, header: BlockHeaderAPI):
     )
 
 
-def build_and_seal(
+def build_block(
     chain: Chain,
-    key: PrivateKey,
+    parent: BlockHeaderAPI,
+    sealer: Address,
     transactions: list[SignedTransactionAPI],
     timestamp: int,
     vote: Vote | None = None,
 ) -> SealedBlock:
-    """Build the child of the canonical head with ``transactions`` (those that fail to
-    apply are dropped, the rest kept in order until the gas limit) and seal it with
-    ``key``. The state is written to the chain database; the block is not yet persisted."""
-    parent = chain.get_canonical_head()
+    """Build the unsealed child of ``parent`` with ``transactions`` (those that fail to
+    apply are dropped, the rest kept in order until the gas limit), fees paid to
+    ``sealer``. New state goes to the chain database (content-addressed trie nodes, so
+    concurrent readers of older states are unaffected); nothing becomes canonical."""
     number = parent.block_number + 1
-    sealer = key.public_key.to_canonical_address()
     signers = sorted_signers(chain, parent)
     checkpoint = number % EPOCH_LENGTH == 0
     signer_list = b"".join(signers) if checkpoint else b""
@@ -175,9 +185,23 @@ def build_and_seal(
         receipts.append(receipt)
         included.append(transaction)
     block = vm.set_block_transactions_and_withdrawals(vm.get_block(), current, included, receipts)
-    finalized = vm.finalize_block(block).block
-    sealed = finalized.copy(header=sign_block_header(finalized.header, key))
-    return SealedBlock(sealed, receipts, included, dropped)
+    return SealedBlock(vm.finalize_block(block).block, receipts, included, dropped)
+
+
+def build_and_seal(
+    chain: Chain,
+    key: PrivateKey,
+    transactions: list[SignedTransactionAPI],
+    timestamp: int,
+    vote: Vote | None = None,
+    parent: BlockHeaderAPI | None = None,
+) -> SealedBlock:
+    """``build_block`` on ``parent`` (default: the canonical head), sealed with ``key``.
+    The block is not yet persisted."""
+    parent = parent or chain.get_canonical_head()
+    built = build_block(chain, parent, key.public_key.to_canonical_address(), transactions, timestamp, vote)
+    sealed = built.block.copy(header=sign_block_header(built.block.header, key))
+    return SealedBlock(sealed, built.receipts, built.included, built.dropped)
 
 
 def state_at(chain: Chain, header: BlockHeaderAPI):

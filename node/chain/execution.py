@@ -1,15 +1,18 @@
 """Read-only execution for ``eth_call`` and ``eth_estimateGas`` on py-evm.
 
-A call runs in a costless copy of the state at the requested block (gas price and base
-fee zero, nothing is kept). Gas estimation runs the transaction once at the cap, then
-brackets the smallest sufficient limit with few extra runs instead of a blind bisection.
+A call runs in a costless copy of the state at the requested block, in that block's own
+context as geth runs it (gas price and base fee zero, nothing is kept). Gas estimation runs
+the transaction once at the cap, then brackets the smallest sufficient limit with few
+extra runs instead of a blind bisection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from eth.abc import BlockHeaderAPI, ComputationAPI
+from eth.abc import BlockHeaderAPI, ComputationAPI, StateAPI
 from eth.chains.base import Chain
 from eth.exceptions import Revert
 from eth.vm.spoof import SpoofTransaction
@@ -73,20 +76,43 @@ class ExecutionFailed(Exception):
     """The call failed without revert data (out of gas, invalid opcode, bad transaction)."""
 
 
+@contextmanager
+def costless_state(vm) -> Iterator[StateAPI]:
+    """The state after ``vm``'s header in that header's own block context (NUMBER,
+    TIMESTAMP, BLOCKHASH of its ancestors), as geth runs ``eth_call``; base fee zero;
+    every change is dropped afterwards. (py-evm's ``in_costless_state`` would run in the
+    context of a new child block.)"""
+    header = vm.get_header()
+    free = header.copy(base_fee_per_gas=0)
+    state = vm.build_state(vm.chaindb.db, free, vm.chain_context, vm.previous_hashes)
+    snapshot = state.snapshot()
+    try:
+        yield state
+    finally:
+        state.revert(snapshot)
+
+
+def run_request(
+    vm, state: StateAPI, request: CallRequest, gas: int
+) -> tuple[SpoofTransaction, ComputationAPI]:
+    """Run ``request`` (its state overrides first) on ``state`` without fees."""
+    for override in request.overrides:
+        override.apply(state)
+    nonce = request.nonce if request.nonce is not None else state.get_nonce(request.sender)
+    unsigned = vm.create_unsigned_transaction(
+        nonce=nonce, gas_price=0, gas=gas, to=request.to or b"", value=request.value, data=request.data
+    )
+    transaction = SpoofTransaction(unsigned, from_=request.sender)
+    try:
+        return transaction, state.costless_execute_transaction(transaction)
+    except ValidationError as error:
+        raise ExecutionFailed(str(error)) from None
+
+
 def _run(chain: Chain, header: BlockHeaderAPI, request: CallRequest, gas: int) -> ComputationAPI:
     vm = vm_for_simulation(chain, header)
-    with vm.in_costless_state() as state:
-        for override in request.overrides:
-            override.apply(state)
-        nonce = request.nonce if request.nonce is not None else state.get_nonce(request.sender)
-        unsigned = vm.create_unsigned_transaction(
-            nonce=nonce, gas_price=0, gas=gas, to=request.to or b"", value=request.value, data=request.data
-        )
-        transaction = SpoofTransaction(unsigned, from_=request.sender)
-        try:
-            return state.costless_execute_transaction(transaction)
-        except ValidationError as error:
-            raise ExecutionFailed(str(error)) from None
+    with costless_state(vm) as state:
+        return run_request(vm, state, request, gas)[1]
 
 
 def _raise_if_failed(computation: ComputationAPI) -> None:

@@ -1,7 +1,7 @@
 """Genesis of a community chain: chain id, initial sealers, funded accounts, block period.
 
 Stored as ``genesis.json`` in the data directory; the same genesis can be written in
-geth's format for other clique clients (geth, Besu, Nethermind, EthereumJS).
+geth's format for other clique clients (geth, Besu, Nethermind).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 import rlp
 from eth.abc import BlockAPI, BlockHeaderAPI, SignedTransactionAPI
 from eth.chains.base import Chain
+from eth.constants import SECPK1_N, ZERO_ADDRESS
 from eth.db.atomic import AtomicDB
 from eth.db.backends.memory import MemoryDB
 from eth.exceptions import HeaderNotFound
@@ -32,6 +33,7 @@ from eth_utils import ValidationError, to_canonical_address
 from node.chain.consensus import (
     Vote,
     build_and_seal,
+    build_block,
     chain_class,
     in_turn_signer,
     recently_signed,
@@ -40,13 +42,15 @@ from node.chain.consensus import (
     state_at,
     validate_clique_extras,
 )
+from node.chain.export import CHAIN_FILE
 from node.chain.genesis import GenesisConfig
 from node.chain.kvstore import SqliteStore
+from node.chain.pool_journal import PoolJournal
 from node.chain.txpool import AccountView, TransactionRejected, TxPool
 
 log = logging.getLogger(__name__)
 
-CHAIN_FILE = "chain.sqlite"
+POOL_FILE = "txpool.sqlite"
 OUT_OF_TURN_STEP_S = 0.5
 
 
@@ -83,6 +87,7 @@ class PoaNode:
             self.chain = chain_type.from_genesis(database, genesis.header_params(), genesis.state())
             self._commit()
         self.pool = TxPool()
+        self._journal = PoolJournal(data_dir / POOL_FILE) if data_dir else None
         self.votes: dict[Address, bool] = {}
         self.peers: list[PoaNode] = []
         self.sealing_enabled = sealer_key is not None
@@ -90,6 +95,10 @@ class PoaNode:
         self._running = False
         self._threads: list[threading.Thread] = []
         self._block_listeners: list[Callable[[BlockAPI], None]] = []
+        self._transaction_listeners: list[Callable[[SignedTransactionAPI], None]] = []
+        self._pending_cache: tuple[tuple, BlockAPI] | None = None
+        self._head_cache: tuple | None = None
+        self._restore_pool()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,9 +125,11 @@ class PoaNode:
             if self in peer.peers:
                 peer.peers.remove(self)
         self.peers.clear()
-        if self._store is not None:
-            with self.lock:
+        with self.lock:
+            if self._store is not None:
                 self._store.close()
+            if self._journal is not None:
+                self._journal.close()
         log.info("%s stopped", self.name)
 
     @property
@@ -128,6 +139,11 @@ class PoaNode:
     def on_block(self, listener: Callable[[BlockAPI], None]) -> None:
         """Call ``listener(block)`` for every new canonical head."""
         self._block_listeners.append(listener)
+
+    def on_transaction(self, listener: Callable[[SignedTransactionAPI], None]) -> None:
+        """Call ``listener(transaction)`` for every transaction newly admitted to the pool
+        (from a client or a peer; not for those that return from a dropped branch)."""
+        self._transaction_listeners.append(listener)
 
     # ------------------------------------------------------------------- reading
 
@@ -143,13 +159,20 @@ class PoaNode:
     def account_view(self, address: Address) -> AccountView:
         with self.lock:
             head = self.chain.get_canonical_head()
-            state = state_at(self.chain, head)
+            state, base_fee = self._head_state(head)
             return AccountView(
                 nonce=state.get_nonce(address),
                 balance=state.get_balance(address),
-                base_fee=self.next_base_fee(),
+                base_fee=base_fee,
                 block_gas_limit=head.gas_limit,
             )
+
+    def _head_state(self, head: BlockHeaderAPI):
+        """The head's state (read only, its account reads cached) and the next base fee,
+        kept until the head changes; the caller holds the lock."""
+        if self._head_cache is None or self._head_cache[0] != head.hash:
+            self._head_cache = (head.hash, state_at(self.chain, head), self.next_base_fee())
+        return self._head_cache[1], self._head_cache[2]
 
     def next_base_fee(self) -> int:
         """The base fee of the block that will follow the head (EIP-1559)."""
@@ -173,7 +196,14 @@ class PoaNode:
         transaction = self.decode_transaction(raw)
         with self.lock:
             tx_hash = self.pool.add(transaction, self.account_view(transaction.sender), len(raw))
+            if self._journal is not None:
+                self._journal.add(transaction)
         log.debug("%s accepted transaction 0x%s", self.name, tx_hash.hex())
+        for listener in self._transaction_listeners:
+            try:
+                listener(transaction)
+            except Exception:
+                log.exception("transaction listener failed")
         for peer in list(self.peers):
             peer._inbox.put(("transaction", raw))
         return tx_hash
@@ -192,9 +222,10 @@ class PoaNode:
             raise TransactionRejected(
                 f"invalid chain id for signer: have {chain_id} want {self.genesis.chain_id}"
             )
+        if not (0 < transaction.r < SECPK1_N and 0 < transaction.s <= SECPK1_N // 2):  # EIP-2: low s
+            raise TransactionRejected("invalid transaction v, r, s values")
         try:
-            transaction.check_signature_validity()
-            transaction.sender  # noqa: B018 (recovering the sender validates the signature)
+            transaction.sender  # noqa: B018 (one recovery validates the signature and is cached)
         except (ValidationError, ValueError, Exception) as error:
             raise TransactionRejected(f"invalid sender: {error}") from None
         return transaction
@@ -226,16 +257,22 @@ class PoaNode:
             due += OUT_OF_TURN_STEP_S * (len(signers) // 2 + distance)
         return max(0.0, due - now)
 
-    def seal_next_block(self) -> BlockAPI:
-        """Seal the child of the current head now (the caller checked it is due)."""
+    def seal_next_block(self) -> BlockAPI | None:
+        """Seal the child of the current head now (the caller checked it is due). The block
+        is built without the node's lock, so reads and admissions go on meanwhile; it is
+        dropped (None) if another block became the head in the meantime."""
         with self.lock:
             parent = self.chain.get_canonical_head()
-            nonce_of = self.chain_nonce_reader()
-            candidates = self.pool.executable(nonce_of)
-            timestamp = max(parent.timestamp + self.period, int(time.time()))
-            sealed = build_and_seal(
-                self.chain, self.sealer_key, candidates, timestamp, self._next_vote(parent)
-            )
+            candidates = self.pool.executable(self.chain_nonce_reader())
+            vote = self._next_vote(parent)
+        timestamp = max(parent.timestamp + self.period, int(time.time()))
+        sealed = build_and_seal(self.chain, self.sealer_key, candidates, timestamp, vote, parent)
+        with self.lock:
+            if self.chain.get_canonical_head() != parent:
+                log.debug(
+                    "%s: the head moved while block %d was built; dropped", self.name, parent.block_number + 1
+                )
+                return None
             try:
                 result = self.chain.persist_block(sealed.block)
             except Exception:
@@ -259,6 +296,21 @@ class PoaNode:
             block.header.difficulty,
         )
         self._broadcast(block)
+        return block
+
+    def pending_block(self) -> BlockAPI:
+        """geth's pending block: what this node would seal now (the pool's executable
+        transactions on the head), unsealed. Cached until the head or the pool changes."""
+        with self.lock:
+            parent = self.chain.get_canonical_head()
+            candidates = self.pool.executable(self.chain_nonce_reader())
+        key = (parent.hash, tuple(tx.hash for tx in candidates))
+        cached = self._pending_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        timestamp = max(parent.timestamp + self.period, int(time.time()))
+        block = build_block(self.chain, parent, self.sealer or ZERO_ADDRESS, candidates, timestamp).block
+        self._pending_cache = (key, block)
         return block
 
     # ------------------------------------------------------------- block import
@@ -285,6 +337,28 @@ class PoaNode:
 
     # ---------------------------------------------------------------- internals
 
+    def _restore_pool(self) -> None:
+        """Re-admit the journalled transactions that are still valid (see ``PoolJournal``)."""
+        if self._journal is None:
+            return
+        restored = dropped = 0
+        with self.lock:
+            for raw in self._journal.load():
+                try:
+                    transaction = self.decode_transaction(raw)
+                    self.pool.add(transaction, self.account_view(transaction.sender), len(raw))
+                    restored += 1
+                except TransactionRejected:
+                    dropped += 1  # mined meanwhile, or no longer valid
+            self._journal.match(self.pool.transactions())
+        if restored or dropped:
+            log.info(
+                "%s restored %d pending transactions from its journal (%d no longer valid)",
+                self.name,
+                restored,
+                dropped,
+            )
+
     def _check_genesis(self) -> None:
         stored = self.chain.get_canonical_block_header_by_number(0)
         if stored.extra_data != self.genesis.extra_data() or stored.gas_limit != self.genesis.gas_limit:
@@ -299,9 +373,8 @@ class PoaNode:
             self._store.discard()
 
     def chain_nonce_reader(self) -> Callable[[Address], int]:
-        """``nonce_of(address)`` on the state of the canonical head."""
-        state = state_at(self.chain, self.chain.get_canonical_head())
-        return state.get_nonce
+        """``nonce_of(address)`` on the state of the canonical head (the caller holds the lock)."""
+        return self._head_state(self.chain.get_canonical_head())[0].get_nonce
 
     def _next_vote(self, parent: BlockHeaderAPI) -> Vote | None:
         """A pending proposal that would change the signer set (others are dropped)."""
@@ -322,6 +395,8 @@ class PoaNode:
             with contextlib.suppress(TransactionRejected):
                 self.pool.add(transaction, self.account_view(transaction.sender), 0)
         self.pool.prune(nonce_of)
+        if self._journal is not None:
+            self._journal.match(self.pool.transactions())
         self.head_changed.notify_all()
         for block in new_blocks:
             for listener in self._block_listeners:
@@ -335,17 +410,17 @@ class PoaNode:
             peer._inbox.put(("block", (block, self)))
 
     def _seal_loop(self) -> None:
+        """Seal whenever it is due; an error is logged and sealing goes on (the thread never
+        dies while the node runs)."""
         while self._running:
-            with self.head_changed:
-                parent = self.chain.get_canonical_head()
-                delay = self.seal_delay(parent, time.time())
-                if delay is None or delay > 0:
-                    self.head_changed.wait(timeout=min(delay if delay is not None else 1.0, 1.0))
-                    continue
-                if self.chain.get_canonical_head() != parent:
-                    continue
             try:
-                self.seal_next_block()
+                with self.head_changed:
+                    parent = self.chain.get_canonical_head()
+                    delay = self.seal_delay(parent, time.time())
+                    if delay is None or delay > 0:
+                        self.head_changed.wait(timeout=min(delay if delay is not None else 1.0, 1.0))
+                        continue
+                self.seal_next_block()  # drops its block itself if the head moved meanwhile
             except Exception:
                 log.exception("%s failed to seal a block", self.name)
                 time.sleep(self.period)

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import rlp
@@ -26,18 +26,24 @@ from eth_hash.auto import keccak
 from eth_typing import Address
 from eth_utils import is_hex, to_canonical_address, to_checksum_address
 
-from node.chain import execution
+from node.chain import execution, proofs
 from node.chain.consensus import sorted_signers, state_at
 from node.chain.execution import AccountOverride, CallRequest, ExecutionFailed, ExecutionReverted
 from node.chain.node import PoaNode
+from node.chain.tracing import trace_call, trace_transaction
 from node.chain.txpool import TransactionRejected, max_fee, max_tip
 
 log = logging.getLogger(__name__)
 
 CLIENT_VERSION = "lec-node/0.1.0/py-evm-clique"
 MAX_LOG_BLOCK_RANGE = 100_000
+MAX_LOG_ADDRESSES = 1_000  # addresses (and topics per position) in one log query
+MAX_LOG_RESULTS = 10_000  # logs one query may return
+LOG_QUERY_TIMEOUT_S = 10.0  # a log query that runs longer is cut off with an error
 MAX_BATCH = 1_000
 FILTER_TIMEOUT_S = 300  # geth's: a filter nobody polls for five minutes is uninstalled
+MAX_PROOF_SLOTS = 1_000  # storage keys per eth_getProof
+MAX_PENDING_FILTER_HASHES = 100_000  # a pending-transaction filter polled too rarely misses the rest
 MAX_JSON_DEPTH = 64  # no JSON-RPC request nests deeper; CPython's parser would overflow the C stack
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
@@ -59,6 +65,12 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: errors never echo megabytes back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def invalid_params(message: str) -> RpcError:
@@ -145,7 +157,7 @@ def parse_quantity(value: Any, name: str) -> int:
             return int(value, 16)
         except ValueError:
             pass
-    raise invalid_params(f"{name} must be a hex quantity like 0x1a, got {value!r}")
+    raise invalid_params(f"{name} must be a hex quantity like 0x1a, got {shown(value)}")
 
 
 def parse_data(value: Any, name: str) -> bytes:
@@ -153,7 +165,7 @@ def parse_data(value: Any, name: str) -> bytes:
         return bytes.fromhex(value[2:])
     if value == "0x":
         return b""
-    raise invalid_params(f"{name} must be 0x-prefixed hex bytes, got {str(value)[:80]!r}")
+    raise invalid_params(f"{name} must be 0x-prefixed hex bytes, got {shown(value)}")
 
 
 def parse_address(value: Any, name: str) -> Address:
@@ -168,6 +180,41 @@ def parse_hash(value: Any, name: str) -> bytes:
     if len(raw) != 32:
         raise invalid_params(f"{name} must be a 32-byte hash, got {len(raw)} bytes")
     return raw
+
+
+_BLOCK_OVERRIDES = {  # geth's blockOverrides field -> py-evm header field
+    "number": "block_number",
+    "time": "timestamp",
+    "gasLimit": "gas_limit",
+    "feeRecipient": "coinbase",
+    "coinbase": "coinbase",
+    "prevRandao": "mix_hash",
+    "random": "mix_hash",
+    "baseFeePerGas": "base_fee_per_gas",
+    "baseFee": "base_fee_per_gas",
+    "difficulty": "difficulty",
+}
+
+
+def _override_header(header: BlockHeaderAPI, raw: Any) -> BlockHeaderAPI:
+    """``header`` with geth's block overrides applied (the state stays the block's)."""
+    if raw is None:
+        return header
+    if not isinstance(raw, dict):
+        raise invalid_params("the block overrides must be an object")
+    unknown = set(raw) - set(_BLOCK_OVERRIDES)
+    if unknown:
+        raise invalid_params(f"unknown block override {shown(sorted(unknown)[0])}")
+    fields: dict[str, Any] = {}
+    for name, value in raw.items():
+        field = _BLOCK_OVERRIDES[name]
+        if field == "coinbase":
+            fields[field] = parse_address(value, name)
+        elif field == "mix_hash":
+            fields[field] = parse_hash(value, name)
+        else:
+            fields[field] = parse_quantity(value, name)
+    return header.copy(**fields)
 
 
 def _params(params: Any, minimum: int, maximum: int, method: str) -> list:
@@ -192,14 +239,17 @@ class JsonRpc:
         self._filter_lock = threading.Lock()
         self._blocks: OrderedDict[bytes, BlockAPI] = OrderedDict()  # by hash: blocks never change
         self._block_receipts: OrderedDict[bytes, list[dict]] = OrderedDict()
+        node.on_transaction(self._on_pending_transaction)
         self.methods: dict[str, Callable[..., Any]] = {
             name.replace("rpc_", "", 1): getattr(self, name) for name in dir(self) if name.startswith("rpc_")
         }
 
     # -------------------------------------------------------------- transport
 
-    def handle(self, body: bytes | str) -> bytes | None:
-        """Answer a raw request; None for a batch of notifications only."""
+    def handle(self, body: bytes | str, methods: Mapping[str, Callable] | None = None) -> bytes | None:
+        """Answer a raw request; None for a batch of notifications only. ``methods`` replaces
+        ``self.methods`` for this request (the WebSocket server adds its connection's
+        ``eth_subscribe``)."""
         raw = body.encode() if isinstance(body, str) else body
         if _nests_deeper_than(raw, MAX_JSON_DEPTH):
             message = f"parse error: JSON nested deeper than {MAX_JSON_DEPTH} levels"
@@ -213,11 +263,11 @@ class JsonRpc:
                 return self._encode(self._error(None, RpcError(-32600, "empty batch")))
             if len(request) > MAX_BATCH:
                 return self._encode(self._error(None, RpcError(-32600, f"batch larger than {MAX_BATCH}")))
-            responses = [r for r in (self.handle_one(item) for item in request) if r is not None]
+            responses = [r for r in (self.handle_one(item, methods) for item in request) if r is not None]
             return self._encode(responses) if responses else None
-        return self._encode(self.handle_one(request))
+        return self._encode(self.handle_one(request, methods))
 
-    def handle_one(self, request: Any) -> dict | None:
+    def handle_one(self, request: Any, methods: Mapping[str, Callable] | None = None) -> dict | None:
         if (
             not isinstance(request, dict)
             or request.get("jsonrpc") != "2.0"
@@ -229,10 +279,11 @@ class JsonRpc:
             )
         request_id = request.get("id")
         method = request["method"]
-        handler = self.methods.get(method)
+        handler = (self.methods if methods is None else methods).get(method)
         try:
             if handler is None:
-                raise RpcError(-32601, f"the method {method} does not exist/is not available")
+                name = method if len(method) <= 80 else shown(method)
+                raise RpcError(-32601, f"the method {name} does not exist/is not available")
             result = handler(request.get("params"))
         except RpcError as error:
             return self._error(request_id, error)
@@ -254,6 +305,16 @@ class JsonRpc:
     def _encode(payload: Any) -> bytes:
         return json.dumps(payload, separators=(",", ":")).encode()
 
+    # ------------------------------------------- subscriptions (WebSocket only)
+    # node/chain/websocket.py answers these per connection (``handle(body, methods)``); over
+    # HTTP they get geth's answer.
+
+    def rpc_eth_subscribe(self, params):
+        raise RpcError(-32601, "notifications not supported")
+
+    def rpc_eth_unsubscribe(self, params):
+        raise RpcError(-32601, "notifications not supported")
+
     # ----------------------------------------------------------------- blocks
 
     @property
@@ -262,7 +323,9 @@ class JsonRpc:
 
     def _header_at(self, block_id: Any) -> BlockHeaderAPI:
         """Header for a block tag, number, or EIP-1898 object."""
-        if block_id is None or block_id in ("latest", "pending", "safe", "finalized"):
+        if block_id in ("safe", "finalized"):
+            return self._settled_header(block_id)
+        if block_id is None or block_id in ("latest", "pending"):
             return self.chain.get_canonical_head()
         if block_id == "earliest":
             return self.chain.get_canonical_block_header_by_number(0)
@@ -276,13 +339,24 @@ class JsonRpc:
         except HeaderNotFound:
             raise RpcError(-32000, f"header not found: block {number} is beyond the head") from None
 
+    def _settled_header(self, tag: str) -> BlockHeaderAPI:
+        """Clique has no finality gadget; a block counts as settled once a majority of the
+        signers has sealed on it. Any ``M = floor(N/2) + 1`` consecutive blocks have ``M``
+        different signers (EIP-225), so ``safe`` is ``head - (M - 1)`` (blocks safe..head
+        carry a majority's seals) and ``finalized`` is ``head - M`` (the blocks after it
+        do): undoing it needs a majority of the signers to seal a competing branch."""
+        head = self.chain.get_canonical_head()
+        majority = len(sorted_signers(self.chain, head)) // 2 + 1
+        depth = majority - 1 if tag == "safe" else majority
+        return self.chain.get_canonical_block_header_by_number(max(0, head.block_number - depth))
+
     def _header_by_hash(self, block_hash: bytes) -> BlockHeaderAPI:
         try:
             return self.chain.get_block_header_by_hash(block_hash)
         except HeaderNotFound:
             raise RpcError(-32000, f"header not found: {data(block_hash)}") from None
 
-    def _format_block(self, block: BlockAPI, full: bool) -> dict:
+    def _format_block(self, block: BlockAPI, full: bool, pending: bool = False) -> dict:
         header = block.header
         transactions = (
             [self._format_transaction(tx, block, i) for i, tx in enumerate(block.transactions)]
@@ -301,7 +375,11 @@ class JsonRpc:
             "receiptsRoot": data(header.receipt_root),
             "miner": to_checksum_address(header.coinbase),
             "difficulty": quantity(header.difficulty),
-            "totalDifficulty": quantity(self.chain.get_score(header.hash)),
+            "totalDifficulty": quantity(
+                self.chain.get_score(header.parent_hash) + header.difficulty
+                if pending
+                else self.chain.get_score(header.hash)
+            ),
             "extraData": data(header.extra_data),
             "size": quantity(len(rlp.encode(block))),
             "gasLimit": quantity(header.gas_limit),
@@ -583,15 +661,18 @@ class JsonRpc:
         return quantity(self._simulate(params, "eth_estimateGas", execution.estimate_gas))
 
     def _simulate(self, params, method: str, run):
-        """Run ``run(chain, header, request)`` for a call request at the requested block."""
-        raw, block_id, overrides = (*_params(params, 1, 3, method), None, None)[:3]
+        """Run ``run(chain, header, request)`` for a call request at the requested block,
+        with geth's state overrides (third parameter) and block overrides (fourth). The
+        header is read under the node's lock; the run reads only that block's immutable
+        state, so it goes on without the lock and never holds up sealing."""
+        raw, block_id, overrides, block_overrides = _params(params, 1, 4, method)
         request = self._call_request(raw, overrides)
         with self.node.lock:
-            header = self._header_at(block_id)
-            try:
-                return run(self.chain, header, request)
-            except (ExecutionReverted, ExecutionFailed) as error:
-                raise self._execution_error(error) from None
+            header = _override_header(self._header_at(block_id), block_overrides)
+        try:
+            return run(self.chain, header, request)
+        except (ExecutionReverted, ExecutionFailed) as error:
+            raise self._execution_error(error) from None
 
     def rpc_eth_sendRawTransaction(self, params):
         (raw,) = _params(params, 1, 1, "eth_sendRawTransaction")
@@ -604,6 +685,11 @@ class JsonRpc:
 
     def rpc_eth_getBlockByNumber(self, params):
         block_id, full = _params(params, 1, 2, "eth_getBlockByNumber")
+        if block_id == "pending":  # what this node would seal now; like geth, without hash, nonce, miner
+            block = self.node.pending_block()
+            with self.node.lock:
+                formatted = self._format_block(block, bool(full), pending=True)
+            return {**formatted, "hash": None, "nonce": None, "miner": None}
         with self.node.lock:
             try:
                 header = self._header_at(block_id)
@@ -698,6 +784,8 @@ class JsonRpc:
             address_set = None
         else:
             items = addresses if isinstance(addresses, list) else [addresses]
+            if len(items) > MAX_LOG_ADDRESSES:
+                raise invalid_params(f"exceed max addresses: at most {MAX_LOG_ADDRESSES} per query")
             address_set = {parse_address(a, "address") for a in items}
         topics = raw.get("topics") or []
         if not isinstance(topics, list) or len(topics) > 4:
@@ -708,6 +796,8 @@ class JsonRpc:
                 topic_sets.append(None)
             else:
                 items = topic if isinstance(topic, list) else [topic]
+                if len(items) > MAX_LOG_ADDRESSES:
+                    raise invalid_params(f"exceed max topics: at most {MAX_LOG_ADDRESSES} per position")
                 topic_sets.append(
                     {parse_hash(t, f"topic {position}") for t in items if t is not None} or None
                 )
@@ -743,9 +833,13 @@ class JsonRpc:
     def _logs_in_range(self, criteria: dict, first: int, last: int) -> list[dict]:
         """Matching logs of the canonical blocks ``first..last``. The node's lock is taken
         per block, not for the whole range, so a long query never stops block production
-        (call it without holding the lock)."""
-        logs = []
+        (call it without holding the lock). Bounded in results and time."""
+        logs: list[dict] = []
+        deadline = time.monotonic() + LOG_QUERY_TIMEOUT_S
         for number in range(first, last + 1):
+            if time.monotonic() > deadline:
+                message = f"query timeout exceeded: narrow the block range (stopped at block {number})"
+                raise RpcError(-32000, message)
             with self.node.lock:
                 header = self.chain.get_canonical_block_header_by_number(number)
                 if not self._bloom_may_match(header, criteria):
@@ -753,6 +847,10 @@ class JsonRpc:
                 receipts = self._receipts(self._block(header))
             for receipt in receipts:
                 logs.extend(entry for entry in receipt["logs"] if self._matches(entry, criteria))
+            if len(logs) > MAX_LOG_RESULTS:
+                raise RpcError(
+                    -32005, f"query returned more than {MAX_LOG_RESULTS} results: narrow the block range"
+                )
         return logs
 
     def _range(self, criteria: dict) -> tuple[int, int]:
@@ -832,6 +930,10 @@ class JsonRpc:
             found["next_block"] = head + 1
             if found["kind"] == "blocks":
                 return [data(self.chain.get_canonical_block_hash(n)) for n in range(first, head + 1)]
+            if found["kind"] == "transactions":
+                with self._filter_lock:
+                    hashes, found["hashes"] = found["hashes"], []
+                return [data(tx_hash) for tx_hash in hashes]
             criteria = found["criteria"]
             last = head
             if criteria["toBlock"] not in (None, "latest", "pending"):
@@ -842,7 +944,7 @@ class JsonRpc:
         (raw_id,) = _params(params, 1, 1, "eth_getFilterLogs")
         _, found = self._filter(raw_id)
         if found["kind"] != "logs":
-            raise RpcError(-32000, "filter is not a log filter")
+            raise RpcError(-32000, "filter not found")  # geth's answer for a block or pending filter
         with self.node.lock:
             first, last = self._range(found["criteria"])
         return self._logs_in_range(found["criteria"], first, last)
@@ -852,6 +954,67 @@ class JsonRpc:
         filter_id = parse_quantity(raw_id, "filter id")
         with self._filter_lock:
             return self._filters.pop(filter_id, None) is not None
+
+    # ------------------------------------------------- debug: call traces (callTracer)
+    # geth's debug_traceTransaction and debug_traceCall with its callTracer, the only tracer
+    # here (node/chain/tracing.py). The block or header is read under the node's lock; the
+    # re-execution runs outside it, so a long trace never holds up sealing: it reads only
+    # headers and states of stored blocks, which never change (trie nodes are keyed by
+    # their hash), and keeps its changes in its own VM's journal, never written.
+
+    @staticmethod
+    def _call_tracer_config(config: Any) -> bool:
+        """``onlyTopCall`` of a trace config that asks for the callTracer or for no tracer."""
+        if config is None:
+            return False
+        if not isinstance(config, dict):
+            raise invalid_params("the trace config must be an object")
+        if config.get("tracer") not in (None, "", "callTracer"):
+            raise RpcError(-32602, "only the callTracer is supported")
+        options = config.get("tracerConfig")
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise invalid_params("tracerConfig must be an object")
+        if options.get("withLog"):
+            raise invalid_params("the callTracer's withLog option is not supported")
+        only_top_call = options.get("onlyTopCall", False)
+        if not isinstance(only_top_call, bool):
+            raise invalid_params("onlyTopCall must be true or false")
+        return only_top_call
+
+    def rpc_debug_traceTransaction(self, params):
+        """``[txHash, {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": bool}}]``: the
+        call frames of a mined transaction, as geth's callTracer gives them. The callTracer is
+        the only tracer: a config without ``tracer`` (or no config) gets it too, where geth
+        would run its opcode logger."""
+        tx_hash_raw, config = _params(params, 1, 2, "debug_traceTransaction")
+        tx_hash = parse_hash(tx_hash_raw, "transaction hash")
+        only_top_call = self._call_tracer_config(config)
+        with self.node.lock:
+            found = self._locate_transaction(tx_hash)
+        if found is None:
+            raise RpcError(-32000, "transaction not found")  # also for one still in the pool, as geth
+        block, index = found
+        return trace_transaction(self.chain, block, index, only_top_call)
+
+    def rpc_debug_traceCall(self, params):
+        """``[callObject, blockTag, {"tracer": "callTracer", "tracerConfig": ...,
+        "stateOverrides": ...}]``: the call frames of a call run as ``eth_call`` runs it at
+        that block (default latest). The callTracer is the only tracer (also without
+        ``tracer``); ``blockOverrides`` are refused."""
+        raw, block_id, config = _params(params, 1, 3, "debug_traceCall")
+        only_top_call = self._call_tracer_config(config)
+        config = config or {}
+        if config.get("blockOverrides") is not None:
+            raise invalid_params("blockOverrides are not supported")
+        request = self._call_request(raw, config.get("stateOverrides"))
+        with self.node.lock:
+            header = self._header_at(block_id)
+        try:
+            return trace_call(self.chain, header, request, only_top_call)
+        except ExecutionFailed as error:
+            raise RpcError(-32000, str(error)) from None
 
     # ------------------------------------------------------------ clique, pool
 
@@ -885,3 +1048,82 @@ class JsonRpc:
             nonce_reader = self.node.chain_nonce_reader()
             executable = len(self.node.pool.executable(nonce_reader))
             return {"pending": quantity(executable), "queued": quantity(len(self.node.pool) - executable)}
+
+    def _pool_by_state(self, describe: Callable[[SignedTransactionAPI], Any]) -> dict:
+        """geth's txpool layout: ``pending`` (executable now) and ``queued`` (waiting for an
+        earlier nonce), each ``{sender: {nonce: describe(tx)}}``."""
+        with self.node.lock:
+            nonce_of = self.node.chain_nonce_reader()
+            contents = self.node.pool.by_sender()
+            next_nonces = {sender: nonce_of(sender) for sender in contents}
+        layout: dict[str, dict] = {"pending": {}, "queued": {}}
+        for sender, by_nonce in contents.items():
+            next_nonce = next_nonces[sender]
+            for nonce, tx in by_nonce.items():
+                state = "pending" if nonce == next_nonce else "queued"
+                if state == "pending":
+                    next_nonce += 1
+                layout[state].setdefault(to_checksum_address(sender), {})[str(nonce)] = describe(tx)
+        return layout
+
+    def rpc_txpool_content(self, params):
+        _params(params, 0, 0, "txpool_content")
+        return self._pool_by_state(lambda tx: self._format_transaction(tx, None, None))
+
+    def rpc_txpool_inspect(self, params):
+        _params(params, 0, 0, "txpool_inspect")
+
+        def summary(tx: SignedTransactionAPI) -> str:
+            to = to_checksum_address(tx.to) if tx.to else "contract creation"
+            return f"{to}: {tx.value} wei + {tx.gas} gas × {max_fee(tx)} wei"
+
+        return self._pool_by_state(summary)
+
+    def rpc_eth_getRawTransactionByHash(self, params):
+        (tx_hash_raw,) = _params(params, 1, 1, "eth_getRawTransactionByHash")
+        tx_hash = parse_hash(tx_hash_raw, "transaction hash")
+        with self.node.lock:
+            found = self._locate_transaction(tx_hash)
+            pooled = self.node.pool.get(tx_hash)
+            transaction = found[0].transactions[found[1]] if found is not None else pooled
+        return data(transaction.encode()) if transaction is not None else None
+
+    def rpc_eth_getProof(self, params):
+        """EIP-1186: the account and storage slots with their Merkle proofs (``proofs.py``)."""
+        raw_address, raw_slots, block_id = _params(params, 2, 3, "eth_getProof")
+        address = parse_address(raw_address, "address")
+        if not isinstance(raw_slots, list) or len(raw_slots) > MAX_PROOF_SLOTS:
+            raise invalid_params(f"the storage keys must be a list of at most {MAX_PROOF_SLOTS}")
+        slots = [parse_quantity(raw, "storage key") for raw in raw_slots]
+        if any(slot >= 2**256 for slot in slots):
+            raise invalid_params("a storage key is at most 32 bytes")
+        with self.node.lock:
+            header = self._header_at(block_id)
+        account = proofs.prove(self.chain, header, address, slots)  # immutable state: no lock needed
+        return {
+            "address": data(address),  # lower case, as geth answers
+            "accountProof": [data(node) for node in account.proof],
+            "balance": quantity(account.balance),
+            "codeHash": data(account.code_hash),
+            "nonce": quantity(account.nonce),
+            "storageHash": data(account.storage_hash),
+            "storageProof": [
+                {"key": raw, "value": quantity(item.value), "proof": [data(node) for node in item.proof]}
+                for raw, item in zip(raw_slots, account.storage, strict=True)
+            ],
+        }
+
+    def rpc_eth_newPendingTransactionFilter(self, params):
+        _params(params, 0, 1, "eth_newPendingTransactionFilter")
+        filter_id = self._new_filter("transactions", None)
+        with self._filter_lock:
+            self._filters[int(filter_id, 16)]["hashes"] = []
+        return filter_id
+
+    def _on_pending_transaction(self, transaction: SignedTransactionAPI) -> None:
+        """Note a newly pooled transaction for every pending-transaction filter."""
+        with self._filter_lock:
+            for found in self._filters.values():
+                hashes = found.get("hashes")
+                if hashes is not None and len(hashes) < MAX_PENDING_FILTER_HASHES:
+                    hashes.append(transaction.hash)

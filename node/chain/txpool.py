@@ -90,6 +90,16 @@ class TxPool:
         self._by_hash[transaction.hash] = transaction
         return transaction.hash
 
+    def transactions(self) -> list[SignedTransactionAPI]:
+        return list(self._by_hash.values())
+
+    def by_sender(self) -> dict[Address, dict[int, SignedTransactionAPI]]:
+        """Every pooled transaction by sender and nonce (a copy)."""
+        return {
+            sender: {nonce: entry.transaction for nonce, entry in sorted(queue.items())}
+            for sender, queue in self._by_sender.items()
+        }
+
     def executable(self, nonce_of) -> list[SignedTransactionAPI]:
         """Transactions that can run now, in inclusion order; ``nonce_of(sender)`` gives
         the sender's next nonce on chain."""

@@ -18,7 +18,7 @@ compiler, OpenZeppelin version and settings: a second build with no change does 
 compile. A compile error prints solc's message with file and line and exits with 1.
 
 `lec contracts deploy` deploys the community contracts through any Ethereum JSON-RPC
-endpoint (the embedded node, an EthereumJS/geth/Besu clique network, anvil) with the
+endpoint (the embedded node, a geth/Besu clique network (`lec network geth`), anvil) with the
 admin key of the data directory, and records the addresses in DATA_DIR/deployment.json;
 if that file already names contracts present on the chain, they are reused.
 

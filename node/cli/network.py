@@ -1,4 +1,4 @@
-"""``lec network ethereumjs``: a multi-node proof-of-authority network of EthereumJS clients."""
+"""``lec network geth``: a multi-node proof-of-authority network of unmodified geth sealers."""
 
 from __future__ import annotations
 
@@ -15,34 +15,38 @@ from node.cli.errors import CliError
 
 log = logging.getLogger(__name__)
 
-NETWORK_SUBDIR = "ethereumjs"
+NETWORK_SUBDIR = "geth"
 MAX_SEALERS = 10
 
 HELP = """\
-Start a real multi-node proof-of-authority network on this machine: SEALERS EthereumJS
-clients (npm @ethereumjs/client, in node_modules), each its own process with its own
-chain database, all sealers of one Clique chain (EIP-225) that they build in turn, one
-block every PERIOD seconds. This is the path a community takes when it outgrows one
-machine; in production run Besu, Nethermind or geth with the same kind of genesis.
+Start a real multi-node proof-of-authority network on this machine: SEALERS unmodified
+geth 1.13.15 clients, each its own process with its own chain database, all sealers of
+one Clique chain (EIP-225) that they build in turn, one block every PERIOD seconds. This
+is the path a community takes when it outgrows one machine: the same genesis form, the
+same contracts, the same services (every `lec` service takes --rpc-url).
+
+geth 1.13.15 is the last release that seals Clique; scripts/setup.sh (run by ./run.sh and
+./test.sh) builds it once with Go into ~/.cache/lec-node/geth-v1.13.15/ (LEC_GETH=PATH
+overrides).
 
 What it sets up:
   - chain id 4243, London rules from block 0 (EIP-1559 fees, no merge): the contracts
     are compiled for EVM version london;
-  - per node a fresh sealer key (DATA_DIR/ethereumjs/node-<i>/sealer.key, mode 0600,
-    never printed), its database and its log (node-<i>/ethereumjs.log);
-  - JSON-RPC on 127.0.0.1 only, one free port per node (between 20000 and 32000,
-    printed at start); peer-to-peer on another free port per node;
+  - per node a fresh sealer key in a geth keystore with a random password
+    (DATA_DIR/geth/node-<i>/keystore, password.txt; mode 0600, never printed), its
+    database (archive mode) and its log (node-<i>/geth.log);
+  - JSON-RPC over HTTP and WebSocket on 127.0.0.1 only (ports printed at start);
+    peer-to-peer on 127.0.0.1 with static peers, no discovery;
   - the accounts in DATA_DIR/keys.json (admin, dso, ocm, gateway, operator, aggregator,
     created if missing, never printed) and every --fund ADDRESS get 1,000,000 ether
     in the genesis;
-  - DATA_DIR/ethereumjs/network.json: chain id, RPC URLs, enodes, sealers.
-EthereumJS 0.10.5 cannot include transactions in Clique blocks as published; the
-network loads a small documented fix module into each client (see node/ethereumjs.py).
+  - DATA_DIR/geth/network.json: chain id, RPC URLs, enodes, sealers.
 
-Point other programs at any node's RPC URL: in Python ChainClient.connect(URL,
-build_contracts().artifacts) with the keys of DATA_DIR/keys.json, or any Ethereum
-tool (cast, ethers, web3) with --rpc-url URL. Every node serves the same chain, so
-when one stops, use another's URL.
+Point other programs at any node's RPC URL: `lec contracts deploy --rpc-url URL`,
+`lec gateway run --rpc-url URL`, `lec oracle run NET --rpc-url URL`, `lec market operate
+--rpc-url URL`, or any Ethereum tool (cast, ethers, web3). Every node serves the same
+chain, so when one stops, use another's URL. Sealers are added and removed by Clique
+votes: `cast rpc clique_propose ADDRESS true --rpc-url URL` on more than half of them.
 
 Without --demo it runs until Ctrl-C (or SIGTERM) and then stops every client. With
 --demo it deploys the community contracts through node 0, registers a member, a meter
@@ -51,9 +55,9 @@ back through node 1, stops the last sealer, shows that blocks and a new transact
 continue on the others, prints a report and exits.
 
 examples:
-  lec network ethereumjs                         3 sealers, 2 s blocks, until Ctrl-C
-  lec network ethereumjs --demo                  the whole story in about two minutes
-  lec network ethereumjs --sealers 5 --period 5 --data-dir /tmp/lec-net
+  lec network geth                               3 sealers, 2 s blocks, until Ctrl-C
+  lec network geth --demo                        the whole story in about a minute
+  lec network geth --sealers 5 --period 5 --data-dir /tmp/lec-net
   cast block-number --rpc-url http://127.0.0.1:<port printed at start>
 """
 
@@ -64,40 +68,38 @@ CONFIRMATIONS = 2  # several sealers reorganise short branches: the demo builds 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "network",
-        help="run a multi-node proof-of-authority network (EthereumJS clients)",
-        description="Run a local multi-node proof-of-authority network. See `lec network ethereumjs --help`.",
+        help="run a multi-node proof-of-authority network (geth sealers)",
+        description="Run a local multi-node proof-of-authority network. See `lec network geth --help`.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ethereumjs = actions.add_parser(
-        "ethereumjs",
-        help="several EthereumJS clients sealing one Clique chain on 127.0.0.1",
+    geth = actions.add_parser(
+        "geth",
+        help="several geth 1.13.15 sealers of one Clique chain on 127.0.0.1",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ethereumjs.add_argument(
-        "--sealers", type=int, default=3, help="number of clients, each a sealer (default: 3)"
+    geth.add_argument(
+        "--sealers", type=int, default=3, help="number of geth clients, each a sealer (default: 3)"
     )
-    ethereumjs.add_argument("--period", type=int, default=2, help="seconds between blocks (default: 2)")
-    ethereumjs.add_argument(
+    geth.add_argument("--period", type=int, default=2, help="seconds between blocks (default: 2)")
+    geth.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="keys, genesis, databases and logs; kept (default: a temporary folder, deleted on exit)",
     )
-    ethereumjs.add_argument(
+    geth.add_argument(
         "--fund", action="append", default=[], metavar="ADDRESS", help="also fund this address (repeatable)"
     )
-    ethereumjs.add_argument(
-        "--demo", action="store_true", help="run the community demo, print a report, exit"
-    )
-    ethereumjs.set_defaults(func=run)
+    geth.add_argument("--demo", action="store_true", help="run the community demo, print a report, exit")
+    geth.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from eth_utils import is_address, to_checksum_address
 
     from contracts.accounts import Keyring
-    from node.ethereumjs import ETHEREUMJS, CliqueNetwork, CliqueNetworkError
+    from node.geth import GethError, GethNetwork, geth_executable
 
     if not 1 <= args.sealers <= MAX_SEALERS:
         raise CliError(f"--sealers must be 1..{MAX_SEALERS}, got {args.sealers}")
@@ -108,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
     for address in args.fund:
         if not is_address(address):
             raise CliError(f"--fund: {address!r} is not an Ethereum address")
-    if not ETHEREUMJS.exists():
-        raise CliError(f"{ETHEREUMJS} is missing: run ./run.sh or `npm ci` once", exit_code=1)
+    if geth_executable() is None:
+        from node.geth import INSTALL_COMMAND
+
+        raise CliError(f"geth 1.13.15 is missing: run ./run.sh once (needs Go), or {INSTALL_COMMAND}")
 
     temporary = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="lec-network-")) if temporary else args.data_dir
@@ -122,10 +126,10 @@ def run(args: argparse.Namespace) -> int:
         funded = [keyring[name].address for name in keyring.names] + [
             to_checksum_address(a) for a in args.fund
         ]
-        network = CliqueNetwork(sealers=args.sealers, period=args.period, data_dir=network_dir, fund=funded)
+        network = GethNetwork(sealers=args.sealers, period=args.period, data_dir=network_dir, fund=funded)
         started = time.monotonic()
         try:
-            print(f"starting {args.sealers} EthereumJS clients ...", flush=True)
+            print(f"starting {args.sealers} geth sealers ...", flush=True)
             with network:
                 _print_network(network, data_dir, keyring, args.fund, temporary)
                 if args.demo:
@@ -138,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
                     while not stop.wait(1.0):
                         if not all(node.running for node in network.live_nodes()):
                             dead = [node.index for node in network.live_nodes() if not node.running]
-                            raise CliError(f"node(s) {dead} exited; see their ethereumjs.log", exit_code=1)
+                            raise CliError(f"node(s) {dead} exited; see their geth.log", exit_code=1)
                     print("stopping the clients ...", flush=True)
-        except CliqueNetworkError as error:
+        except GethError as error:
             raise CliError(str(error), exit_code=1) from None
     finally:
         if temporary:
@@ -181,7 +185,7 @@ def _print_network(network, data_dir: Path, keyring, extra: list[str], temporary
     kept = "temporary, deleted on exit" if temporary else "kept"
     print(f"  data dir   {data_dir} ({kept})")
     for node in network.nodes:
-        print(f"  node {node.index}     {node.rpc_url}   sealer {node.sealer}   p2p port {node.p2p_port}")
+        print(f"  node {node.index}     {node.rpc_url}   {node.ws_url}   sealer {node.address}")
     names = ", ".join(f"{name} {keyring[name].address}" for name in keyring.names)
     print(f"  funded     {names}" + "".join(f", {address}" for address in extra))
     print(f"  keys       {data_dir / 'keys.json'} (mode 0600)")
@@ -212,7 +216,7 @@ def _demo(network, keyring, stop: threading.Event) -> None:
     try:
         writer = ChainClient.connect(network.rpc_urls[0], artifacts, confirmations=CONFIRMATIONS)
         step(f"deploying the community contracts through node 0 ({network.rpc_urls[0]}) ...")
-        deployment = deploy_community(writer, admin, CommunityConfig(name="EthereumJS demo community"))
+        deployment = deploy_community(writer, admin, CommunityConfig(name="geth demo community"))
         for name, address in deployment.addresses.items():
             print(f"  {name:<18} {address}")
         community = Community(writer, deployment)
@@ -274,7 +278,7 @@ def _demo(network, keyring, stop: threading.Event) -> None:
 
 def _tally(network, index: int, numbers: range) -> str:
     counts: dict[str, int] = {}
-    for signer in network.signers(index, numbers).values():
+    for signer in network.block_signers(index, numbers).values():
         counts[signer] = counts.get(signer, 0) + 1
     return ", ".join(f"{signer} ({count})" for signer, count in counts.items())
 

@@ -13,7 +13,9 @@ DEFAULT_DATA_DIR = Path(".lec") / "community"
 HELP = """\
 Run the community node on embedded defaults, in one process:
   chain      the proof-of-authority chain (Clique on py-evm, 2 s blocks), kept in
-             DATA_DIR and served as Ethereum JSON-RPC (default 127.0.0.1:8545);
+             DATA_DIR and served as Ethereum JSON-RPC over HTTP (default
+             127.0.0.1:8545) and WebSocket with eth_subscribe (default 8546,
+             --no-ws: none);
   contracts  built and deployed on first start (DATA_DIR/deployment.json, reused after);
   community  a demo community on a real feeder (pandapower's Kerber Dorfnetz, written to
              DATA_DIR/feeder.json): 57 household meters, a community battery, two EV
@@ -33,7 +35,7 @@ stopped. Keys live in DATA_DIR/keys.json (mode 0600) and are never printed.
 
 examples:
   lec up
-  lec up --data-dir /srv/lec --port 8600 --mqtt-port 1884
+  lec up --data-dir /srv/lec --port 8600 --ws-port 8601 --mqtt-port 1884
   lec -q up                      only warnings in the log
 """
 
@@ -47,7 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: .lec/community")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8545, help="JSON-RPC port (default: 8545)")
+    parser.add_argument("--port", type=int, default=8545, help="JSON-RPC over HTTP port (default: 8545)")
+    parser.add_argument(
+        "--ws-port", type=int, default=8546, help="JSON-RPC over WebSocket port (default: 8546; 0: free)"
+    )
+    parser.add_argument("--no-ws", action="store_true", help="do not serve WebSocket")
     parser.add_argument(
         "--mqtt-port", type=int, default=1883, help="embedded MQTT broker port (default: 1883)"
     )
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     for name, value, low, high in (
         ("--slot-minutes", args.slot_minutes, 1, 64),
         ("--port", args.port, 0, 65535),
+        ("--ws-port", args.ws_port, 0, 65535),
         ("--mqtt-port", args.mqtt_port, 0, 65535),
         ("--replay-minutes", args.replay_minutes, 0, 1440),
     ):
@@ -91,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         host=args.host,
         port=args.port,
+        ws_port=None if args.no_ws else args.ws_port,
         mqtt_port=args.mqtt_port,
         community=args.community,
         slot_minutes=args.slot_minutes,

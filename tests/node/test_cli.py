@@ -40,7 +40,7 @@ def test_unknown_subcommand_is_a_usage_error():
 
 def run_up_until_ready(data_dir, port, mqtt_port, *extra) -> tuple[subprocess.Popen, list[str]]:
     command = [sys.executable, "-m", "node.cli.main", *extra, "up", "--data-dir", str(data_dir),
-               "--port", str(port), "--mqtt-port", str(mqtt_port)]  # fmt: skip
+               "--port", str(port), "--ws-port", "0", "--mqtt-port", str(mqtt_port)]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -13,17 +13,9 @@ from eth_utils import ValidationError, to_checksum_address
 from node.chain.consensus import signer_of
 from node.chain.genesis import GenesisConfig
 from node.chain.node import PoaNode, link
+from tests.waiting import wait_for
 
 PERIOD = 1
-
-
-def wait_for(predicate, timeout=180.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sealer_keys(count):

@@ -3,9 +3,14 @@ transaction refused with the error a client expects, malformed requests answered
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 import requests
 from eth_account import Account
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from web3 import Web3
 
 from contracts import units
@@ -14,6 +19,8 @@ from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
 from contracts.ledger import Reading
 from contracts.registry import Meter, Role
+from node.chain import rpc as rpc_module
+from node.chain.rpc import JsonRpc
 from node.embedded import open_embedded_chain
 from tests.node.chain.conftest import post, rpc
 from tests.reverts import expect_revert
@@ -291,7 +298,7 @@ def test_eth_get_logs_lets_go_of_the_node_between_blocks(served):
 
     chain.node.lock = CountingLock()
     try:
-        addresses = ["0x" + f"{i:040x}" for i in range(2_000)]
+        addresses = ["0x" + f"{i:040x}" for i in range(1_000)]
         answer = rpc(url, "eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(head), "address": addresses})
     finally:
         chain.node.lock = real_lock
@@ -307,3 +314,179 @@ def test_a_client_asking_for_confirmations_gets_receipts_of_settled_blocks_only(
     assert client.w3.eth.block_number >= receipt["blockNumber"] + 2
     canonical = client.w3.eth.get_block(receipt["blockNumber"])["hash"]
     assert receipt["blockHash"] == canonical
+
+
+def call(chain, method, *params):
+    """One JSON-RPC call through the node's handler (no HTTP); the result or the error."""
+    answer = json.loads(
+        chain.rpc.handle(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+    )
+    return answer.get("result", answer.get("error"))
+
+
+def test_pending_block_pool_contents_raw_transactions_and_pending_filters():
+    chain = open_embedded_chain(None, period=1)
+    try:
+        chain.node.sealing_enabled = False  # everything sent stays in the pool until re-enabled
+        faucet = chain.keyring["faucet"]
+        pending_filter = call(chain, "eth_newPendingTransactionFilter")
+        nonce = int(call(chain, "eth_getTransactionCount", faucet.address, "latest"), 16)
+
+        def send(nonce_value):
+            raw = signed_transfer_in(chain, faucet, nonce_value)
+            return raw, call(chain, "eth_sendRawTransaction", raw)
+
+        (raw_a, hash_a), (_, hash_b), (_, hash_gap) = send(nonce), send(nonce + 1), send(nonce + 3)
+        assert call(chain, "eth_getFilterChanges", pending_filter) == [hash_a, hash_b, hash_gap]
+        assert call(chain, "eth_getFilterChanges", pending_filter) == []
+
+        content = call(chain, "txpool_content")
+        assert list(content["pending"][faucet.address]) == [str(nonce), str(nonce + 1)]
+        assert list(content["queued"][faucet.address]) == [str(nonce + 3)]
+        assert content["pending"][faucet.address][str(nonce)]["hash"] == hash_a
+        inspect = call(chain, "txpool_inspect")
+        assert inspect["queued"][faucet.address][str(nonce + 3)].startswith(
+            "0x1111111111111111111111111111111111111111: 1 wei + 21000 gas"
+        )
+
+        head = int(call(chain, "eth_blockNumber"), 16)
+        pending = call(chain, "eth_getBlockByNumber", "pending", False)
+        assert int(pending["number"], 16) == head + 1 and pending["transactions"] == [hash_a, hash_b]
+        assert pending["hash"] is None and pending["miner"] is None and int(pending["gasUsed"], 16) == 42_000
+        assert call(chain, "eth_getRawTransactionByHash", hash_a) == raw_a  # from the pool
+
+        chain.node.sealing_enabled = True
+        deadline = time.monotonic() + 60
+        while call(chain, "eth_getTransactionReceipt", hash_b) is None:
+            assert time.monotonic() < deadline, "the pending transactions were not mined"
+            time.sleep(0.05)
+        assert call(chain, "eth_getRawTransactionByHash", hash_a) == raw_a  # from its block
+        assert call(chain, "eth_getRawTransactionByHash", "0x" + "00" * 32) is None
+        assert list(call(chain, "txpool_content")["pending"]) == []
+    finally:
+        chain.stop()
+
+
+def signed_transfer_in(chain, account, nonce):
+    transaction = {
+        "to": "0x" + "11" * 20, "value": 1, "gas": 21_000, "maxFeePerGas": 10**10,
+        "maxPriorityFeePerGas": 10**9, "nonce": nonce, "chainId": chain.node.genesis.chain_id, "type": 2,
+    }  # fmt: skip
+    return "0x" + bytes(account.account.sign_transaction(transaction).raw_transaction).hex()
+
+
+def test_safe_and_finalized_trail_the_head_by_a_majority_of_signers(served):
+    chain, url = served
+    while chain.node.head.block_number < 3:
+        time.sleep(0.1)
+
+    def number(tag):
+        return int(rpc(url, "eth_getBlockByNumber", tag, False)["result"]["number"], 16)
+
+    while True:  # read the three within one block period
+        latest, safe, finalized = number("latest"), number("safe"), number("finalized")
+        if number("latest") == latest:
+            break
+    assert len(chain.node.signers()) == 1  # a majority of one: safe is the head, finalized its parent
+    assert (safe, finalized) == (latest, latest - 1)
+
+
+def rpc_method_names() -> list[str]:
+    return [name.removeprefix("rpc_") for name in dir(JsonRpc) if name.startswith("rpc_")]
+
+
+_FIELD_NAMES = ["to", "from", "data", "input", "value", "gas", "address", "topics", "fromBlock", "toBlock",
+                "blockHash", "balance", "state", "stateDiff", "code", "nonce", "0x" + "11" * 20]  # fmt: skip
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**300), 2**300),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "latest",
+            "pending",
+            "safe",
+            "finalized",
+            "earliest",
+            "0x",
+            "0x0",
+            "0x1",
+            "0xzz",
+            "0xffffffffffffffffffff",
+            "0x" + "11" * 20,
+            "0x" + "22" * 32,
+        ]
+    ),
+    st.binary(max_size=40).map(lambda raw: "0x" + raw.hex()),
+)
+_PARAMS = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(_FIELD_NAMES), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from(sorted(rpc_method_names())), params=st.lists(_PARAMS, max_size=4))
+def test_any_parameters_to_any_method_get_an_answer_never_an_internal_error(served, method, params):
+    chain, _ = served
+    answer = json.loads(
+        chain.rpc.handle(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+    )
+    assert "result" in answer or answer["error"]["code"] != -32603, (method, params, answer)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(body=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
+def test_random_bytes_over_http_get_an_error_and_the_node_lives_on(served, body):
+    _, url = served
+    answer = post(url, body)
+    assert answer is None or "error" in answer or isinstance(answer, (list, dict)), answer
+    assert isinstance(rpc(url, "eth_blockNumber")["result"], str)
+
+
+def test_eth_get_logs_is_bounded_in_addresses_results_and_time(served, artifacts, monkeypatch):
+    chain, url = served
+    too_many = ["0x" + f"{i:040x}" for i in range(1_001)]
+    answer = rpc(url, "eth_getLogs", {"fromBlock": "0x0", "address": too_many})
+    assert answer["error"]["code"] == -32602 and "exceed max addresses" in answer["error"]["message"]
+
+    client = ChainClient.connect(url, artifacts)  # something that logs: a role granted
+    community = Community(client, deploy_community(client, chain.keyring["admin"], CommunityConfig()))
+    receipt = community.registry.grant_role(chain.keyring["admin"], Role.DSO, chain.keyring["dso"].address)
+    everything = {"fromBlock": "0x0", "toBlock": hex(receipt["blockNumber"])}
+    found = rpc(url, "eth_getLogs", everything)["result"]
+    assert len(found) >= 2
+    monkeypatch.setattr(rpc_module, "MAX_LOG_RESULTS", 1)
+    answer = rpc(url, "eth_getLogs", everything)
+    assert answer["error"]["code"] == -32005 and "more than 1 results" in answer["error"]["message"]
+    monkeypatch.setattr(rpc_module, "LOG_QUERY_TIMEOUT_S", -1.0)
+    answer = rpc(url, "eth_getLogs", everything)
+    assert answer["error"]["code"] == -32000 and "query timeout exceeded" in answer["error"]["message"]
+    assert isinstance(rpc(url, "eth_blockNumber")["result"], str)
+
+
+def test_errors_do_not_echo_megabytes_back(served):
+    _, url = served
+    huge = "0x" + "zz" * 2_000_000
+    for method, params in (("eth_getBalance", [huge, "latest"]), ("eth_getBlockByNumber", [huge, False]),
+                           ("x" * 4_000_000, [])):  # fmt: skip
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+        answer = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        assert len(answer.content) < 1_000 and "error" in answer.json(), answer.content[:200]
+
+
+def test_eth_call_applies_block_overrides_like_geth(served):
+    _, url = served
+    returns_timestamp_and_number = {"data": "0x42600052436020526040" + "6000f3"}  # TIMESTAMP, NUMBER
+    plain = rpc(url, "eth_call", returns_timestamp_and_number, "latest")["result"]
+    overridden = rpc(
+        url, "eth_call", returns_timestamp_and_number, "latest", None, {"time": "0x3039", "number": "0x7"}
+    )
+    assert int(overridden["result"][2:66], 16) == 12345 and int(overridden["result"][66:], 16) == 7
+    assert int(plain[2:66], 16) != 12345
+    answer = rpc(url, "eth_call", returns_timestamp_and_number, "latest", None, {"blockTime": "0x1"})
+    assert answer["error"]["code"] == -32602 and "unknown block override" in answer["error"]["message"]

@@ -4,6 +4,7 @@ HTTP, and kill -9 with nothing lost."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from contracts.deploy import CommunityConfig, deploy_community
 from contracts.ledger import Reading
 from contracts.paths import NODE_MODULES, PROJECT_ROOT
 from contracts.registry import Meter, Role
+from node.chain.genesis import GenesisConfig
+from node.cli.main import main as lec
+from node.geth import geth_executable, import_chain, serving
 from node.ports import free_port
 from tests.node.chain.conftest import rpc
 from tests.processes import interrupt, kill_hard
@@ -46,6 +50,8 @@ class NodeProcess:
             str(self.data_dir),
             "--port",
             str(self.port),
+            "--ws-port",
+            "0",
             "--period",
             "1",
         ]
@@ -152,8 +158,20 @@ def test_kill_9_and_restart_loses_nothing(tmp_path, artifacts):
         while client.w3.eth.block_number <= head and time.monotonic() < deadline:
             time.sleep(0.2)
         assert client.w3.eth.block_number > head, "the restarted node seals on top of the old head"
+        last = client.w3.eth.get_block("latest")
+        exported = tmp_path / "chain.rlp"  # read while the node runs (SQLite WAL)
+        export = ["node", "export", "--data-dir", str(node.data_dir), "--out", str(exported)]
+        assert lec([*export, "--to", str(last["number"])]) == 0
     finally:
         restarted.stop()
+    if geth_executable() is None and shutil.which("go") is None:
+        return  # no geth and no Go to build it: the embedded node's own checks above must do
+    genesis = GenesisConfig.load(node.data_dir)
+    import_chain(exported, genesis.to_geth(), tmp_path / "geth")  # re-validated across the kill
+    with serving(tmp_path / "geth", genesis.chain_id) as geth:
+        assert (
+            geth.rpc("eth_getBlockByNumber", hex(last["number"]), False)["hash"] == last["hash"].to_0x_hex()
+        )
 
 
 def json_deployment(data_dir: Path):
@@ -240,3 +258,33 @@ def test_contracts_deploy_through_any_rpc_url_is_recorded_and_reused(node_proces
     )
     assert "already deployed" in second.stdout
     assert json.loads((data_dir / "deployment.json").read_text())["addresses"] == recorded
+
+
+def test_pending_transactions_survive_kill_9(tmp_path):
+    node = NodeProcess(tmp_path / "chain").start()
+    faucet = Keyring.load_or_create(node.data_dir)["faucet"]
+    nonce = int(rpc(node.url, "eth_getTransactionCount", faucet.address, "latest")["result"], 16)
+
+    def transfer(nonce_value: int) -> str:
+        transaction = {
+            "to": "0x" + "22" * 20, "value": 5, "gas": 21_000, "maxFeePerGas": 10**10,
+            "maxPriorityFeePerGas": 10**9, "nonce": nonce_value, "chainId": 4242, "type": 2,
+        }  # fmt: skip
+        return "0x" + bytes(faucet.account.sign_transaction(transaction).raw_transaction).hex()
+
+    waiting = rpc(node.url, "eth_sendRawTransaction", transfer(nonce + 1))["result"]  # waits for `nonce`
+    node.kill()
+
+    restarted = NodeProcess(node.data_dir).start()
+    try:
+        queued = rpc(restarted.url, "txpool_content")["result"]["queued"]
+        assert queued[faucet.address][str(nonce + 1)]["hash"] == waiting, "the pending transaction was lost"
+        first = rpc(restarted.url, "eth_sendRawTransaction", transfer(nonce))["result"]
+        deadline = time.monotonic() + 120  # a limit for a broken node only
+        while rpc(restarted.url, "eth_getTransactionReceipt", waiting)["result"] is None:
+            assert time.monotonic() < deadline, "the restored transaction was never mined"
+            time.sleep(0.2)
+        assert rpc(restarted.url, "eth_getTransactionReceipt", first)["result"]["status"] == "0x1"
+        assert rpc(restarted.url, "txpool_content")["result"] == {"pending": {}, "queued": {}}
+    finally:
+        restarted.stop()
