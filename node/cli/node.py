@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    from node.embedded import open_embedded_chain
+    from node.embedded import open_embedded_chain, tune_for_serving
 
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port must be 0..65535, got {args.port}")
@@ -101,6 +101,7 @@ def run_start(args: argparse.Namespace) -> int:
     if args.period < 1:
         raise CliError(f"--period must be at least 1 second, got {args.period}")
     stop = shutdown_requested()
+    tune_for_serving()
     try:
         chain = open_embedded_chain(args.data_dir, period=args.period, chain_id=args.chain_id)
     except (OSError, ValueError) as error:

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from contracts.build import CompileError, build_contracts
     from contracts.client import ChainError
     from node.composition import CommunityNode, NodeSettings, StartupError
-    from node.embedded import open_embedded_chain
+    from node.embedded import open_embedded_chain, tune_for_serving
 
     for name, value, low, high in (
         ("--slot-minutes", args.slot_minutes, 1, 64),
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         build = build_contracts()
     except CompileError as error:
         raise CliError(str(error), exit_code=1) from None
+    tune_for_serving()
     try:
         chain = open_embedded_chain(args.data_dir)
     except (OSError, ValueError) as error:
