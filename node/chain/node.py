@@ -98,6 +98,7 @@ class PoaNode:
         self._transaction_listeners: list[Callable[[SignedTransactionAPI], None]] = []
         self._pending_cache: tuple[tuple, BlockAPI] | None = None
         self._head_cache: tuple | None = None
+        self._builds = 0  # blocks being built outside the lock (see _discard)
         self._restore_pool()
 
     # ------------------------------------------------------------------ lifecycle
@@ -266,7 +267,8 @@ class PoaNode:
             candidates = self.pool.executable(self.chain_nonce_reader())
             vote = self._next_vote(parent)
         timestamp = max(parent.timestamp + self.period, int(time.time()))
-        sealed = build_and_seal(self.chain, self.sealer_key, candidates, timestamp, vote, parent)
+        with self._building_outside_lock():
+            sealed = build_and_seal(self.chain, self.sealer_key, candidates, timestamp, vote, parent)
         with self.lock:
             if self.chain.get_canonical_head() != parent:
                 log.debug(
@@ -309,7 +311,8 @@ class PoaNode:
         if cached is not None and cached[0] == key:
             return cached[1]
         timestamp = max(parent.timestamp + self.period, int(time.time()))
-        block = build_block(self.chain, parent, self.sealer or ZERO_ADDRESS, candidates, timestamp).block
+        with self._building_outside_lock():
+            block = build_block(self.chain, parent, self.sealer or ZERO_ADDRESS, candidates, timestamp).block
         self._pending_cache = (key, block)
         return block
 
@@ -369,8 +372,22 @@ class PoaNode:
             self._store.commit()
 
     def _discard(self) -> None:
-        if self._store is not None:
+        """Forget the uncommitted writes of a refused block, unless a block is being built
+        outside the lock: its new state is among them. What a refused block left behind
+        is unreferenced trie nodes (py-evm writes headers and bodies only once a block is
+        valid), harmless to commit with the next block."""
+        if self._store is not None and self._builds == 0:
             self._store.discard()
+
+    @contextlib.contextmanager
+    def _building_outside_lock(self):
+        with self.lock:
+            self._builds += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._builds -= 1
 
     def chain_nonce_reader(self) -> Callable[[Address], int]:
         """``nonce_of(address)`` on the state of the canonical head (the caller holds the lock)."""

@@ -149,3 +149,31 @@ def test_a_signer_may_not_seal_two_of_any_two_consecutive_blocks():
     follower.import_block(first)
     with pytest.raises(ValidationError, match="signed recently"):
         follower.import_block(second)
+
+
+def test_a_refused_block_does_not_discard_the_state_of_a_block_being_built(tmp_path):
+    from eth.consensus.clique._utils import sign_block_header
+
+    from node.chain.consensus import build_and_seal
+
+    (sealer_key,) = sealer_keys(1)
+    genesis = GenesisConfig(
+        chain_id=4242, sealers=(sealer_key.public_key.to_checksum_address(),), period=PERIOD
+    )
+    node = PoaNode(genesis, tmp_path, sealer_key, name="builder")
+    with node.lock:  # sealed by the right key, but its state root is wrong: refused on execution
+        built = build_and_seal(node.chain, sealer_key, [], genesis.timestamp + PERIOD).block
+    forged = built.copy(header=sign_block_header(built.header.copy(state_root=b"\x42" * 32), sealer_key))
+    try:
+        with node._building_outside_lock():
+            node._store[b"state of the block being built"] = b"trie node"
+            with pytest.raises(ValidationError, match="state_root"):
+                node.import_block(forged)
+            assert node._store[b"state of the block being built"] == b"trie node"
+        node._store[b"left by a refused block"] = b"trie node"
+        with pytest.raises(ValidationError, match="state_root"):
+            node.import_block(forged)
+        with pytest.raises(KeyError):  # with no build running, a refused block's writes go
+            node._store[b"left by a refused block"]
+    finally:
+        node.stop()
