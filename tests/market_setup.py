@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 from eth_tester import EthereumTester
+from hypothesis.stateful import RuleBasedStateMachine
 
 from contracts import clock, units
 from contracts.accounts import Keyring
@@ -27,6 +28,7 @@ from contracts.community import Community
 from contracts.deploy import CommunityConfig
 from contracts.ledger import Reading
 from contracts.market import AssetKind, Side, TimeInForce
+from contracts.orderbook import OrderBookView
 from contracts.registry import Flexibility, FlexKind, Meter, Role
 from tests.community_setup import SERVICE_ROLES, SETUP_GAS, deploy_on_eth_tester, populate
 
@@ -222,3 +224,25 @@ def env(market_chain: MarketEnv):
     yield market_chain
     market_chain.tester.revert_to_snapshot(snapshot)
     market_chain.client.forget_nonces()
+
+
+class MarketSessionMachine(RuleBasedStateMachine):
+    """A hypothesis state machine on the shared market chain: it starts from a snapshot
+    with a slot open three slots ahead, reverts to the snapshot at the end, and keeps an
+    order book built from the market events of its own transactions."""
+
+    def __init__(self, env: MarketEnv):
+        super().__init__()
+        self.env = env
+        self.snapshot = env.tester.take_snapshot()
+        self.view = OrderBookView()
+        self.slot = env.open_slot(ahead=3)
+
+    def teardown(self):
+        self.env.tester.revert_to_snapshot(self.snapshot)
+        self.env.client.forget_nonces()
+
+    def transact(self, call, signer):
+        receipt = self.env.client.transact(call, signer)
+        self.view.apply_all(self.env.community.market.events_in(receipt))
+        return receipt

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 
 from contracts import units
 from contracts.client import ContractRevert
 from contracts.market import AssetKind, Side, TimeInForce
-from contracts.orderbook import OrderBookView
 from contracts.settlement import Terms
 from tests.market_setup import (
     EXPORT_PRICE,
@@ -39,6 +38,7 @@ from tests.market_setup import (
     METERS,
     PRICE,
     SLOT_MINUTES,
+    MarketSessionMachine,
 )
 from tests.threads import in_fresh_thread
 
@@ -64,28 +64,15 @@ EXPECTED_REFUSALS = {
 PRICES = st.integers(1, 40).map(lambda quarter: quarter * PRICE // 4)
 
 
-class AdversarialMarket(RuleBasedStateMachine):
+class AdversarialMarket(MarketSessionMachine):
     def __init__(self, env):
-        super().__init__()
-        self.env = env
-        self.snapshot = env.tester.take_snapshot()
-        self.view = OrderBookView()
+        super().__init__(env)
         self.market = env.community.market
         self.settlement = env.community.settlement
         self.accounts = [env[name].address for name in (*MEMBERS, "treasury")]
         self.settled_pairs: set[tuple[str, int]] = set()
-        self.slot = env.open_slot(ahead=3)
-
-    def teardown(self):
-        self.env.tester.revert_to_snapshot(self.snapshot)
-        self.env.client.forget_nonces()
 
     # ---------------------------------------------------------------- helpers
-
-    def transact(self, call, signer):
-        receipt = self.env.client.transact(call, signer)
-        self.view.apply_all(self.market.events_in(receipt))
-        return receipt
 
     def place(self, member, side, quantity_wh, price, tif=TimeInForce.GOOD_TILL_CANCELLED, asset=None):
         """Place an order; a refusal must be one of the expected, named ones."""

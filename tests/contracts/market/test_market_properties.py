@@ -22,7 +22,6 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
@@ -42,7 +41,6 @@ from contracts.market import (
     TimeInForce,
     lock_units,
 )
-from contracts.orderbook import OrderBookView
 from tests.market_setup import (
     DEFAULT_ASSET,
     FLEXIBILITIES,
@@ -51,6 +49,7 @@ from tests.market_setup import (
     METERS,
     PRICE,
     SLOT_MINUTES,
+    MarketSessionMachine,
 )
 from tests.threads import in_fresh_thread
 
@@ -86,18 +85,13 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-class MarketMachine(RuleBasedStateMachine):
+class MarketMachine(MarketSessionMachine):
     def __init__(self, env):
-        super().__init__()
-        self.env = env
-        self.snapshot = env.tester.take_snapshot()
-        self.slot = env.open_slot(ahead=3)
+        super().__init__(env)
         self.collateral_price = env.client.call(env.settlement.functions.collateralPrice(self.slot))
         assert self.collateral_price == IMPORT_PRICE  # a sell locks its energy at the import price
         self.phase, self.steps_in_phase = "trading", 0
         self.paused = False
-        self.view = OrderBookView()
-        self.decoder = env.community.market
         self.settled: set[str] = set()
         self.bands: dict[str, tuple[int, int]] = {}  # bands change only in change_band
         # slot -> Σ paid − Σ proceeds of the positions the settlement took so far
@@ -107,16 +101,7 @@ class MarketMachine(RuleBasedStateMachine):
         self.holders = [env[name].address for name in ACCOUNTS]
         self.holders += [env.contract.address, env.settlement.address]
 
-    def teardown(self):
-        self.env.tester.revert_to_snapshot(self.snapshot)
-        self.env.client.forget_nonces()
-
     # ---------------------------------------------------------------- helpers
-
-    def transact(self, call, signer):
-        receipt = self.env.client.transact(call, signer)
-        self.view.apply_all(self.decoder.events_in(receipt))
-        return receipt
 
     def band_wh(self, flex: str) -> tuple[int, int]:
         """(min, max) slot energy in Wh the flexibility's band allows."""
