@@ -85,10 +85,18 @@ def test_three_sealers_peer_and_seal_in_turn(network):
         assert int(node.rpc("eth_chainId"), 16) == CHAIN_ID
     assert set(network.signers(0)) == set(network.sealers)
 
-    head = network.wait_for_blocks(2 * SEALERS)
+    # Right after the start a sealer may still be catching up while the other two alternate;
+    # within a few rounds every sealer takes its turns.
+    def every_sealer_in_the_last_blocks() -> bool:
+        head = network.height(0)
+        window = network.block_signers(0, range(head - 2 * SEALERS + 1, head + 1))
+        return set(window.values()) == set(network.sealers)
+
+    network.wait_for_blocks(2 * SEALERS)
+    wait_for(every_sealer_in_the_last_blocks, "every sealer to seal within 2N consecutive blocks", 120)
+    head = network.height(0)
     numbers = range(head - 2 * SEALERS + 1, head + 1)
     signers = network.block_signers(0, numbers)
-    assert set(signers.values()) == set(network.sealers), f"not every sealer sealed: {signers}"
     ranked = sorted(network.sealers, key=lambda address: int(address, 16))
     network.wait_until_synced()
     for number in numbers:
