@@ -229,10 +229,10 @@ def readings_per_second(client: ChainClient, funder: Signer, seconds: float) -> 
     for batch in range(batches):
         minute = now - 1 - batch
         readings = [
-            Reading(f"M{i:03d}", clock.minute_start(minute), 1.0 + i / 100, 0.1, 0.98, -1.0).chain
+            Reading(f"M{i:03d}", clock.minute_start(minute), 1.0 + i / 100, 0.1, 0.98, -1.0)
             for i in range(READINGS_PER_BATCH)
         ]
-        call = community.ledger.contract.functions.recordReadings(readings)
+        call = community.ledger.record_readings_call(readings)
         sends.append(lambda call=call: client.send(call, keyring["gateway"], gas=GAS_PER_BATCH))
     elapsed = pipelined(client, sends)
     return batches * READINGS_PER_BATCH, elapsed

@@ -64,6 +64,11 @@ class ContractBinding:
         return sorted(found, key=lambda event: event.log_index)
 
     def _follower(
-        self, event_names: tuple[str, ...], from_block: int, decode: Callable[[ChainEvent], T]
+        self,
+        event_names: tuple[str, ...],
+        from_block: int,
+        decode: Callable[[ChainEvent], T],
+        many: bool = False,
     ) -> EventFollower[T]:
-        return EventFollower(self.client, self.contract, event_names, from_block, decode)
+        """A follower of ``event_names``; with ``many``, ``decode`` returns a list of items per event."""
+        return EventFollower(self.client, self.contract, event_names, from_block, decode, many=many)

@@ -53,7 +53,8 @@ class EventUpdate(Generic[T]):
 @dataclass
 class EventFollower(Generic[T]):
     """The ``event_names`` events of ``contract`` from ``from_block`` on, each delivered
-    once per canonical block (again after a reorganisation), decoded by ``decode``."""
+    once per canonical block (again after a reorganisation), decoded by ``decode`` (which
+    returns a list of items per event when ``many`` is set)."""
 
     client: ChainClient
     contract: Contract
@@ -61,6 +62,7 @@ class EventFollower(Generic[T]):
     from_block: int
     decode: Callable[[ChainEvent], T] = field(default=lambda event: event)  # type: ignore[assignment]
     max_blocks: int = MAX_BLOCKS_PER_QUERY
+    many: bool = False
     _checkpoints: list[tuple[int, bytes]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +105,10 @@ class EventFollower(Generic[T]):
                     log_index=entry["logIndex"],
                     transaction_hash=bytes(entry["transactionHash"]),
                 )
-                items.append(self.decode(event))
+                if self.many:
+                    items.extend(self.decode(event))  # type: ignore[arg-type]
+                else:
+                    items.append(self.decode(event))
             self._checkpoints.append((last, last_hash))
             del self._checkpoints[:-CHECKPOINTS_KEPT]
             self._next_block = last + 1

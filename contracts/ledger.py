@@ -3,17 +3,22 @@ meter's payload through the gateway to the chain and back to the OCM oracle."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from contracts import clock, units
 from contracts.binding import ContractBinding
 from contracts.client import ContractRevert, Signer
 from contracts.events import ChainEvent, EventFollower
+
+# One packed reading of MeasurementLedger: meter id, Unix minute, W, var, µpu, µdeg (big-endian).
+PACKED_READING = struct.Struct(">32sIiiIi")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,11 @@ class Reading:
             units.deg_to_micro_deg(self.theta_deg),
         )
 
+    @cached_property
+    def packed(self) -> bytes:
+        """The reading in ``MeasurementLedger``'s packed layout (52 bytes)."""
+        return pack_reading(self.chain)
+
     @classmethod
     def from_chain(
         cls, meter: bytes, minute: int, p_w: int, q_var: int, v_micro_pu: int, theta_micro_deg: int
@@ -60,6 +70,22 @@ class Reading:
             units.micro_pu_to_pu(v_micro_pu),
             units.micro_deg_to_deg(theta_micro_deg),
         )
+
+
+def pack_reading(chain: tuple[bytes, int, int, int, int, int]) -> bytes:
+    """A reading as (meter id, Unix minute, W, var, µpu, µdeg) → its 52 packed bytes;
+    ``UnitError`` when a value does not fit its field (32-bit W, var, µpu and µdeg)."""
+    try:
+        return PACKED_READING.pack(*chain)
+    except struct.error as error:
+        raise units.UnitError(f"reading {chain[1:]} does not fit the packed layout: {error}") from None
+
+
+def unpack_readings(packed: bytes) -> list[tuple[bytes, int, int, int, int, int]]:
+    """The (meter id, Unix minute, W, var, µpu, µdeg) tuples of a packed batch."""
+    if len(packed) % PACKED_READING.size:
+        raise ValueError(f"a packed batch is a multiple of {PACKED_READING.size} bytes, got {len(packed)}")
+    return list(PACKED_READING.iter_unpack(packed))
 
 
 @dataclass(frozen=True)
@@ -95,7 +121,9 @@ class Ledger(ContractBinding):
     CONTRACT = "MeasurementLedger"
 
     def record_readings_call(self, readings: Sequence[Reading]) -> ContractFunction:
-        return self._function("recordReadings", [reading.chain for reading in readings])
+        """``recordReadings`` of the packed batch, readings in the given order (the ledger
+        writes a meter's slot word once per run of its consecutive readings of a slot)."""
+        return self._function("recordReadings", b"".join(reading.packed for reading in readings))
 
     def record_readings(self, gateway: Signer, readings: Sequence[Reading]) -> TxReceipt:
         return self._transact(gateway, self.record_readings_call(readings))
@@ -138,18 +166,20 @@ class Ledger(ContractBinding):
         return SlotEnergy(count, units.watt_minutes_to_kwh(active), units.watt_minutes_to_kwh(reactive))
 
     def follow_readings(self, from_block: int) -> EventFollower[RecordedReading]:
-        """Every recorded reading from ``from_block`` on (``ReadingRecorded`` events)."""
-        return self._follower(("ReadingRecorded",), from_block, _recorded_reading)
+        """Every recorded reading from ``from_block`` on (``ReadingsRecorded`` events), one
+        item per reading."""
+        return self._follower(("ReadingsRecorded",), from_block, _recorded_readings, many=True)
+
+    def readings_in(self, receipt: TxReceipt) -> list[Reading]:
+        """The readings a ``recordReadings`` transaction recorded (none if it failed)."""
+        events = self.contract.events.ReadingsRecorded().process_receipt(receipt, errors=DISCARD)
+        return [
+            Reading.from_chain(*item) for event in events for item in unpack_readings(event.args.readings)
+        ]
 
 
-def _recorded_reading(event: ChainEvent) -> RecordedReading:
-    args = event.args
-    reading = Reading.from_chain(
-        args["meter"],
-        args["minute"],
-        args["activePowerW"],
-        args["reactivePowerVar"],
-        args["voltageMicroPu"],
-        args["angleMicroDeg"],
-    )
-    return RecordedReading(reading, event.block_number)
+def _recorded_readings(event: ChainEvent) -> list[RecordedReading]:
+    return [
+        RecordedReading(Reading.from_chain(*item), event.block_number)
+        for item in unpack_readings(event.args["readings"])
+    ]

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eth_account import Account
+from coincurve import PublicKey
 from eth_account.messages import encode_defunct
+from eth_hash.auto import keccak
 
 from contracts import clock, units
 from contracts.ledger import Reading
@@ -273,10 +274,30 @@ def _obis_quantity(code: str, raw: Any, accepted: dict[str, Callable[[float], fl
     return accepted[unit](number)
 
 
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 def _recover(canonical: bytes, signature: Any, refuse) -> str:
+    """The checksummed address whose key made the EIP-191 ``signature`` over ``canonical``
+    (what ``eth_account.Account.recover_message`` answers, with libsecp256k1 directly:
+    the gateway's hottest line)."""
     if not isinstance(signature, str) or not re.fullmatch(r"0x[0-9a-fA-F]{130}", signature):
         raise refuse(Reason.BAD_SIGNATURE, "signature must be 65 bytes as 0x-prefixed hex")
+    raw = bytes.fromhex(signature[2:])
+    r, s, v = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big"), raw[64]
+    v = v - 27 if v >= 27 else v
+    if v not in (0, 1) or not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
+        raise refuse(Reason.BAD_SIGNATURE, "signature does not recover to a public key")
+    digest = keccak(b"\x19Ethereum Signed Message:\n" + str(len(canonical)).encode() + canonical)
     try:
-        return Account.recover_message(encode_defunct(primitive=canonical), signature=signature)
-    except Exception:  # eth_keys raises several kinds on invalid r, s or v
+        public_key = PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest, hasher=None)
+    except Exception:  # libsecp256k1 finds no point for this r
         raise refuse(Reason.BAD_SIGNATURE, "signature does not recover to a public key") from None
+    return _checksum(keccak(public_key.format(compressed=False)[1:])[-20:])
+
+
+def _checksum(address: bytes) -> str:
+    """EIP-55 checksummed form of a 20-byte address."""
+    text = address.hex()
+    hashed = keccak(text.encode()).hex()
+    return "0x" + "".join(c.upper() if int(h, 16) >= 8 else c for c, h in zip(text, hashed[:40], strict=True))

@@ -1,6 +1,8 @@
 """The durable reading queue: SQLite in WAL mode, ``synchronous=FULL``.
 
-Three tables. ``queue`` holds accepted readings until their transaction is confirmed;
+Three tables. ``queue`` holds accepted readings until their transaction is confirmed
+(``in_flight`` marks those taken for a transaction; a restart clears the marks, and a
+reading sent before is looked up on chain before it goes out again);
 ``delivered`` remembers what reached the chain (meter, minute, digest, transaction) for
 the accepted window, so a redelivered message is recognised; ``dead_letter`` keeps the
 readings the chain refused for good, with the reason. A (meter, minute) is in at most one
@@ -14,7 +16,7 @@ import enum
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +36,10 @@ CREATE TABLE IF NOT EXISTS queue (
     digest BLOB NOT NULL,
     received_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    in_flight INTEGER NOT NULL DEFAULT 0,
     UNIQUE (meter_id, time)
 );
+CREATE INDEX IF NOT EXISTS queue_by_time ON queue (time);
 CREATE TABLE IF NOT EXISTS delivered (
     meter_id TEXT NOT NULL,
     time INTEGER NOT NULL,
@@ -86,6 +90,9 @@ class DeadLetter:
     detail: str
 
 
+FRESH_WINDOW_S = 60  # "fresh": a reading of the newest two minutes in the queue
+
+
 class ReadingQueue:
     """Accepted readings waiting for the chain; safe to use from several threads."""
 
@@ -94,7 +101,12 @@ class ReadingQueue:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
+        if columns and "in_flight" not in columns:  # a queue of an earlier version
+            self._db.execute("ALTER TABLE queue ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0")
         self._db.executescript(SCHEMA)
+        self._db.execute("UPDATE queue SET in_flight = 0")  # nothing is in flight after a restart
+        self.queued = self._db.execute("SELECT count(*) FROM queue").fetchone()[0]  # rows of ``queue``
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -104,29 +116,44 @@ class ReadingQueue:
     def accept(self, readings: Sequence[tuple[SignedReading, float]]) -> list[AcceptOutcome]:
         """Queue ``(reading, received_at)`` pairs in one committed transaction."""
         with self._lock, self._transaction():
-            return [self._accept_one(signed, received_at) for signed, received_at in readings]
+            outcomes = [self._accept_one(signed, received_at) for signed, received_at in readings]
+            self.queued += outcomes.count(AcceptOutcome.NEW)
+        return outcomes
 
-    def pending(self, limit: int, latest_time: int, exclude: Iterable[int] = ()) -> list[QueuedReading]:
-        """Up to ``limit`` queued readings of minutes up to ``latest_time``, oldest first,
-        leaving out the ids in ``exclude`` (those in flight)."""
-        excluded = set(exclude)
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, attempts, received_at "
-                "FROM queue WHERE time <= ? ORDER BY id LIMIT ?",
-                (latest_time, limit + len(excluded)),
-            ).fetchall()
-        found = [
-            QueuedReading(row[0], Reading(*row[1:7]), row[7], row[8], row[9])
-            for row in rows
-            if row[0] not in excluded
-        ]
-        return found[:limit]
-
-    def mark_attempted(self, ids: Sequence[int]) -> None:
-        """Record that these readings were sent (a retry first asks the chain what it holds)."""
+    def take(self, limit: int, latest_time: int, fresh_share: float = 0.5) -> list[QueuedReading]:
+        """Up to ``limit`` readings of minutes up to ``latest_time`` that are not in flight,
+        marked in flight and attempted. Fresh readings (the newest two minutes in the queue,
+        newest first) fill up to ``fresh_share`` of them, so the newest minute of a meter is
+        never stuck behind a backlog; the oldest readings fill the rest, so the backlog
+        drains. ``attempts`` in the result counts the sends before this one."""
+        columns = "id, meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, attempts, received_at"
         with self._lock, self._transaction():
-            self._db.executemany("UPDATE queue SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
+            newest = self._db.execute(
+                "SELECT max(time) FROM queue WHERE in_flight = 0 AND time <= ?", (latest_time,)
+            ).fetchone()[0]
+            if newest is None:
+                return []
+            fresh = self._db.execute(
+                f"SELECT {columns} FROM queue WHERE in_flight = 0 AND time BETWEEN ? AND ? "
+                "ORDER BY time DESC, id LIMIT ?",
+                (newest - FRESH_WINDOW_S, latest_time, max(1, int(limit * fresh_share))),
+            ).fetchall()
+            chosen = {row[0] for row in fresh}
+            oldest = self._db.execute(
+                f"SELECT {columns} FROM queue WHERE in_flight = 0 AND time <= ? ORDER BY id LIMIT ?",
+                (latest_time, limit),
+            ).fetchall()
+            rows = fresh + [row for row in oldest if row[0] not in chosen][: limit - len(fresh)]
+            self._db.executemany(
+                "UPDATE queue SET in_flight = 1, attempts = attempts + 1 WHERE id = ?",
+                [(r[0],) for r in rows],
+            )
+        return [QueuedReading(row[0], Reading(*row[1:7]), row[7], row[8], row[9]) for row in rows]
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Readings taken for a transaction that did not record them: queued again."""
+        with self._lock, self._transaction():
+            self._db.executemany("UPDATE queue SET in_flight = 0 WHERE id = ?", [(i,) for i in ids])
 
     def deliver(self, ids: Sequence[int], tx_hash: bytes | None, block: int | None) -> None:
         """Move readings the chain holds from the queue to ``delivered``."""
@@ -142,7 +169,7 @@ class ReadingQueue:
                     "FROM queue WHERE id = ?",
                     (tx_hash, block, now, reading_id),
                 )
-                self._db.execute("DELETE FROM queue WHERE id = ?", (reading_id,))
+                self.queued -= self._db.execute("DELETE FROM queue WHERE id = ?", (reading_id,)).rowcount
 
     def dead_letter(self, ids: Sequence[int], reason: str, detail: str) -> None:
         """Move readings the chain refuses for good to ``dead_letter``."""
@@ -154,7 +181,7 @@ class ReadingQueue:
                     "theta_deg, seq, digest, ?, ?, ? FROM queue WHERE id = ?",
                     (reason, detail, now, reading_id),
                 )
-                self._db.execute("DELETE FROM queue WHERE id = ?", (reading_id,))
+                self.queued -= self._db.execute("DELETE FROM queue WHERE id = ?", (reading_id,)).rowcount
 
     def prune_delivered(self, before_time: int) -> int:
         """Forget delivered readings of minutes before ``before_time`` (outside the window)."""

@@ -5,6 +5,14 @@ subscribes with a persistent session (fixed client id, clean session off) and ma
 acknowledgements: a message is acknowledged only after its reading is committed to the
 queue (or it was refused), so a crash before the commit makes the broker deliver it
 again. Refusals are published on ``lec/<community>/meter/<meter_id>/rejected``.
+
+Flow control: the broker sends a client only so many unacknowledged messages (Mosquitto's
+``max_inflight_messages``), and the gateway stops taking messages while its queue holds
+``max_backlog`` readings, so an overload waits in the broker's persistent session instead
+of in the gateway's memory. Several gateways share the load through an MQTT shared
+subscription (``$share/<group>/…``, Mosquitto): each message goes to one of them, each
+records with its own key, and the ledger's one-reading-per-(meter, minute) rule makes a
+redelivery to another gateway harmless.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -34,12 +42,20 @@ from gateway.validation import AcceptancePolicy, ReadingValidator
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_COMMIT = 500
+INBOX_LIMIT = 2 * MAX_MESSAGES_PER_COMMIT  # received, not yet committed: the MQTT thread waits beyond
+DEFAULT_MAX_BACKLOG = 20_000  # queued readings at which the gateway stops taking messages
 MAINTENANCE_INTERVAL_S = 1.0
 STATS_LOG_INTERVAL_S = 60.0
 
 
 def reading_topic(community: str, meter_id: str = "+") -> str:
     return f"lec/{community}/meter/{meter_id}/reading"
+
+
+def subscription(community: str, share_group: str | None = None) -> str:
+    """The gateway's topic filter: every meter's readings, shared by ``share_group``'s members."""
+    topic = reading_topic(community)
+    return f"$share/{share_group}/{topic}" if share_group else topic
 
 
 def rejected_topic(community: str, meter_id: str) -> str:
@@ -59,7 +75,7 @@ class MqttSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     tls: bool = False
 
     @classmethod
@@ -95,9 +111,19 @@ class GatewayService:
         topic_community: str,
         policy: AcceptancePolicy | None = None,
         submitter_settings: SubmitterSettings | None = None,
+        name: str = "gateway",
+        share_group: str | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
     ):
+        """``name`` tells gateways apart (MQTT client id); with ``share_group`` the gateway
+        subscribes through that shared subscription (several gateways, one broker)."""
+        if share_group is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", share_group):
+            raise ValueError(f"share group must be letters, digits, '-' or '_', got {share_group!r}")
         self.community = community
         self.topic_community = topic_community
+        self.name = name
+        self.share_group = share_group
+        self.max_backlog = max_backlog
         self.mqtt_settings = mqtt_settings
         self.directory = MeterDirectory(community)
         self.validator = ReadingValidator(self.directory, policy or AcceptancePolicy())
@@ -106,10 +132,12 @@ class GatewayService:
         self.submitter = Submitter(community, signer, self.queue, settings, self._dead_lettered)
         self.counters: Counter[str] = Counter()
         self.connected = threading.Event()
-        self._inbox: queue.Queue[tuple[mqtt.MQTTMessage, float]] = queue.Queue()
+        self._inbox: queue.Queue[tuple[mqtt.MQTTMessage, float]] = queue.Queue(INBOX_LIMIT)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rejections = ThrottledLog(log, logging.WARNING)
+        self._backlog_full = ThrottledLog(log, logging.WARNING)
+        self._final_counts: dict[str, int] | None = None
         self._client = self._mqtt_client()
 
     # ----------------------------------------------------------------- lifecycle
@@ -127,10 +155,11 @@ class GatewayService:
             self._threads.append(thread)
         self.submitter.start()
         log.info(
-            "gateway for %r: %d meters, subscribed to %s on %s, queue %s",
+            "%s for %r: %d meters, subscribed to %s on %s, queue %s",
+            self.name,
             self.topic_community,
             len(self.directory),
-            reading_topic(self.topic_community),
+            subscription(self.topic_community, self.share_group),
             self.mqtt_settings,
             self.queue.counts(),
         )
@@ -144,18 +173,27 @@ class GatewayService:
         for thread in self._threads:
             thread.join(timeout=10)
         self.submitter.stop()
+        self._final_counts = self.queue.counts()
         self.queue.close()
 
     def stats(self) -> dict[str, int]:
-        """Counters (accepted, redelivered, rejected.<reason>, delivered) and queue sizes."""
-        return {**self.counters, "delivered": self.submitter.delivered, **self.queue.counts()}
+        """Counters (accepted, redelivered, rejected.<reason>, delivered) and queue sizes
+        (as the queue was closed, once stopped)."""
+        counts = self._final_counts if self._final_counts is not None else self.queue.counts()
+        return {**self.counters, "delivered": self.submitter.delivered, **counts}
 
     # ----------------------------------------------------------------------- MQTT
+
+    @property
+    def client_id(self) -> str:
+        """``lec-gateway-<community>`` for the gateway called "gateway", else with its name."""
+        suffix = "" if self.name == "gateway" else f"-{self.name}"
+        return f"lec-gateway-{self.topic_community}{suffix}"
 
     def _mqtt_client(self) -> mqtt.Client:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"lec-gateway-{self.topic_community}",
+            client_id=self.client_id,
             clean_session=False,
             manual_ack=True,
         )
@@ -174,7 +212,7 @@ class GatewayService:
         if reason_code.is_failure:
             log.error("MQTT broker %s refused the gateway: %s", self.mqtt_settings, reason_code)
             return
-        client.subscribe(reading_topic(self.topic_community), qos=1)
+        client.subscribe(subscription(self.topic_community, self.share_group), qos=1)
         self.connected.set()
         log.info("connected to %s (session present: %s)", self.mqtt_settings, flags.session_present)
 
@@ -184,17 +222,34 @@ class GatewayService:
             log.warning("MQTT connection lost (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
-        self._inbox.put((message, time.time()))
+        """Hand the message to the acceptance worker; when it is INBOX_LIMIT behind, wait
+        (the broker then holds the rest: flow control)."""
+        received_at = time.time()
+        while not self._stop.is_set():
+            try:
+                self._inbox.put((message, received_at), timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     # ------------------------------------------------------------------ acceptance
 
     def _accept_loop(self) -> None:
+        """Take messages in groups of at most MAX_MESSAGES_PER_COMMIT and never more than the
+        queue has room for below ``max_backlog``; with no room, wait for the chain (the
+        broker holds the rest: flow control)."""
         while not self._stop.is_set():
+            room = min(MAX_MESSAGES_PER_COMMIT, self.max_backlog - self.queue.queued)
+            if room <= 0:
+                self._backlog_full.log("full", "queue holds %d readings: taking no more until it drains",
+                                       self.queue.queued)  # fmt: skip
+                self._stop.wait(0.2)
+                continue
             try:
                 batch = [self._inbox.get(timeout=0.2)]
             except queue.Empty:
                 continue
-            while len(batch) < MAX_MESSAGES_PER_COMMIT:
+            while len(batch) < room:
                 try:
                     batch.append(self._inbox.get_nowait())
                 except queue.Empty:

@@ -2,12 +2,14 @@
 
 Every ``flush_interval_s`` the submitter sends the queued readings whose minute has
 started on chain, in batches of at most ``max_batch``, several transactions in flight
-(pipelined nonces, fixed gas: nothing is estimated). A reading leaves the queue only when
-a receipt shows it recorded. Idempotency per (meter, minute): a reading that was sent
-before (a retry, or a restart after a crash) is first looked up on chain
-(``Ledger.recorded``), and a refused batch is explained by ``Ledger.explain_refusal``: a
-reading the ledger already holds is marked delivered and the rest sent again; a reading it
-will never take (unknown or deregistered meter, value out of range) goes to the
+(pipelined nonces, fixed gas: nothing is estimated). Each batch is half fresh readings
+(the newest minutes, newest first: what the OCM needs now) and half the oldest backlog
+(so it drains), sorted by meter and minute so that the ledger writes a meter's slot once.
+A reading leaves the queue only when a receipt shows it recorded. Idempotency per
+(meter, minute): a reading that was sent before (a retry, or a restart after a crash) is
+first looked up on chain (``Ledger.recorded``), and a refused batch is explained by
+``Ledger.explain_refusal``: a reading the ledger already holds is marked delivered and the
+rest sent again; a reading it will never take (unknown or deregistered meter, value out of range) goes to the
 dead-letter table. Anything else (node down, lost transaction, missing role) leaves the
 readings queued and is retried with backoff.
 """
@@ -35,11 +37,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SubmitterSettings:
-    max_batch: int = 300  # readings per transaction (~192 calldata bytes and ≤ 40k gas each)
-    max_in_flight: int = 24  # transactions sent but not yet confirmed
+    max_batch: int = 300  # readings per transaction (52 calldata bytes and ≤ 32k gas each)
+    max_in_flight: int = 64  # transactions sent but not yet confirmed (a node pools 256 per sender)
     flush_interval_s: float = 0.1
+    fresh_share: float = 0.5  # of each batch for the newest minutes (ReadingQueue.take)
     base_gas: int = 100_000
-    gas_per_reading: int = 40_000
+    gas_per_reading: int = 32_000  # the worst case (a new meter and slot word) is ~28k with calldata
     lost_after_s: float = 30.0  # no receipt by then: ask the node whether it still has it
     max_backoff_s: float = 10.0
     receipt_scan_blocks: int = 20  # up to this many new blocks: one eth_getBlockReceipts each
@@ -103,13 +106,16 @@ class Submitter:
         self._release_lost()
         latest_minute_start = clock.floor_to_minute(self._head_time)
         while len(self._in_flight) < self.settings.max_in_flight:
-            in_flight_ids = [item.id for entry in self._in_flight.values() for item in entry.items]
-            batch = self.queue.pending(self.settings.max_batch, latest_minute_start, in_flight_ids)
+            batch = self.queue.take(self.settings.max_batch, latest_minute_start, self.settings.fresh_share)
             if not batch:
                 return
-            batch = self._drop_recorded(batch)
-            if batch:
-                self._send(batch)
+            try:
+                batch = self._drop_recorded(batch)
+                if batch:
+                    self._send(batch)
+            except BaseException:
+                self.queue.release([item.id for item in batch])
+                raise
 
     # ------------------------------------------------------------------ internals
 
@@ -138,7 +144,7 @@ class Submitter:
         return [item for item in batch if item.id not in held]
 
     def _send(self, batch: list[QueuedReading]) -> None:
-        self.queue.mark_attempted([item.id for item in batch])
+        batch = sorted(batch, key=lambda item: (item.reading.meter_id, item.reading.time))
         gas = self.settings.base_gas + self.settings.gas_per_reading * len(batch)
         call = self.community.ledger.record_readings_call([item.reading for item in batch])
         tx_hash = self.community.client.send(call, self.signer, gas=gas)
@@ -162,6 +168,7 @@ class Submitter:
                 self._handle_revert(entry, revert)
             except ChainError as error:  # failed without a decodable reason: retry, checking first
                 self._errors.log("failed", "batch transaction failed, retrying its readings: %s", error)
+                self.queue.release([item.id for item in entry.items])
         if deliveries:
             self.queue.deliver_all(deliveries)
             self.delivered += len(deliveries)
@@ -184,7 +191,10 @@ class Submitter:
         return found
 
     def _handle_revert(self, entry: InFlight, revert: ContractRevert) -> None:
+        """Deliver what the ledger holds, dead-letter what it never takes, queue the rest again."""
         refusal = Ledger.explain_refusal(revert, [item.reading for item in entry.items])
+        settled = set(refusal.already_recorded) | set(refusal.never_accepted)
+        self.queue.release([item.id for i, item in enumerate(entry.items) if i not in settled])
         if refusal.already_recorded:
             self.queue.deliver([entry.items[i].id for i in refusal.already_recorded], None, None)
             self.delivered += len(refusal.already_recorded)
@@ -213,7 +223,7 @@ class Submitter:
             except TransactionNotFound:
                 lost.append(tx_hash)
         for tx_hash in lost:
-            del self._in_flight[tx_hash]
+            self.queue.release([item.id for item in self._in_flight.pop(tx_hash).items])
             self._errors.log("lost", "the node lost 0x%s; its readings go out again", tx_hash.hex())
         if lost:
             self.community.client.forget_nonces()

@@ -14,6 +14,8 @@ from node.embedded import EmbeddedChain
 
 log = logging.getLogger(__name__)
 
+METER_LOGIN_SYNC_S = 60  # how often newly registered meters are given a Mosquitto login
+
 
 class StartupError(Exception):
     """A part of the node could not start (a port taken, ...)."""
@@ -29,6 +31,7 @@ class NodeSettings:
     community: str = "Demo energy community"
     slot_minutes: int = 15
     replay_minutes: int = 5
+    embedded_broker: bool = False  # the embedded amqtt broker even when Mosquitto is installed
 
 
 class CommunityNode:
@@ -47,7 +50,6 @@ class CommunityNode:
         from contracts.community import Community
         from contracts.deploy import CommunityConfig, ensure_deployment
         from gateway.service import GatewayService, MqttSettings, topic_name
-        from node.broker import EmbeddedBroker
         from node.demo import set_up_community, write_feeder
 
         settings, chain, keyring = self.settings, self.chain, self.chain.keyring
@@ -74,18 +76,15 @@ class CommunityNode:
         if not community.registry.meter_ids():
             set_up_community(community, keyring, houses)
 
-        try:
-            self.broker = EmbeddedBroker(settings.host, settings.mqtt_port).start()
-        except OSError as error:
-            raise StartupError(
-                f"cannot start the MQTT broker on {settings.host}:{settings.mqtt_port}: {error}"
-            ) from None
-        mqtt = MqttSettings(host=settings.host, port=self.broker.port)
+        self.broker, gateway_mqtt, meter_login = start_broker(settings, community.registry.meter_ids())
         topic = topic_name(deployment.config.name)
         self.gateway = GatewayService(
-            community, keyring["gateway"], settings.data_dir / "gateway" / "queue.sqlite", mqtt, topic
+            community, keyring["gateway"], settings.data_dir / "gateway" / "queue.sqlite", gateway_mqtt, topic
         ).start()
-        self._thread("meters", self._simulate, community, keyring, mqtt, topic, feeder)
+        meters_mqtt = MqttSettings(host=settings.host, port=self.broker.port)
+        self._thread("meters", self._simulate, community, keyring, meters_mqtt, meter_login, topic, feeder)
+        if meter_login is not None:
+            self._thread("mqtt-logins", self._add_meter_logins, community)
         self._thread("ocm", self._serve_ocm, community, keyring, feeder)
         self._thread("market", self._operate_market, community, keyring)
         self._thread("curtailer", self._curtail, community, keyring)
@@ -114,13 +113,29 @@ class CommunityNode:
         thread.start()
         self.threads.append(thread)
 
-    def _simulate(self, community, keyring, mqtt, topic, feeder: Path) -> None:
+    def _simulate(self, community, keyring, mqtt, meter_login, topic, feeder: Path) -> None:
         from node.simulation.meters import SimulatorSettings, run_simulation
 
         settings = SimulatorSettings(
             network=feeder, start_offset_minutes=-self.settings.replay_minutes, speed=30.0
         )
-        run_simulation(community, keyring, mqtt, topic, settings, should_stop=self.stop_event.is_set)
+        run_simulation(
+            community,
+            keyring,
+            mqtt,
+            topic,
+            settings,
+            should_stop=self.stop_event.is_set,
+            meter_login=meter_login,
+        )
+
+    def _add_meter_logins(self, community) -> None:
+        """Meters registered while the node runs get their Mosquitto login within a minute."""
+        while not self.stop_event.wait(METER_LOGIN_SYNC_S):
+            try:
+                self.broker.add_meters(community.registry.meter_ids())
+            except Exception as error:  # the chain or the broker may be busy: next minute
+                log.warning("could not give new meters a Mosquitto login: %s", error)
 
     def _serve_ocm(self, community, keyring, feeder: Path) -> None:
         from ocm.grid.network_io import read_network_tables
@@ -164,10 +179,60 @@ class CommunityNode:
             owner = f"{flex.owner} ({keyring[flex.owner].address})"
             where = f"{flex.kind.name.lower():<10} {bounds} at bus {registered.bus}"
             print(f"  {flex.flex_id:<6} {where}, meter {registered.meter_id}, owner {owner}")
-        print(f"MQTT: {self.broker.url}, meters publish to lec/{topic}/meter/<id>/reading")
+        print(f"MQTT: {describe_broker(self.broker)}, meters publish to lec/{topic}/meter/<id>/reading")
         print("every minute: meters -> gateway -> MeasurementLedger, OCM -> CapacityLimits", flush=True)
         print("every slot: agents trade inside their bands, the operator finalizes and settles", flush=True)
         print("tightened bands: the curtailer cuts trades back inside them before delivery", flush=True)
+
+
+def start_broker(settings: NodeSettings, meter_ids: list[str]):
+    """The community's MQTT broker: Mosquitto with a login per meter and an ACL, or the
+    embedded broker when Mosquitto is not installed or ``settings.embedded_broker``.
+    Returns (broker, the gateway's MQTT settings, ``meter_login`` or None)."""
+    from gateway.service import MqttSettings
+    from node.broker import EmbeddedBroker
+    from node.mosquitto import MosquittoBroker, MosquittoError
+
+    host, port = settings.host, settings.mqtt_port
+    if settings.embedded_broker or not MosquittoBroker.available():
+        why = (
+            "--embedded-broker"
+            if settings.embedded_broker
+            else "Mosquitto is not installed (Debian: apt-get install mosquitto)"
+        )
+        log.warning(
+            "%s: the embedded MQTT broker (amqtt) serves the meters instead. It has no passwords and "
+            "no ACL: any client that reaches %s:%d may publish readings in any meter's name (the "
+            "gateway still checks every signature), and it keeps sessions in memory only",
+            why,
+            host,
+            port,
+        )
+        try:
+            broker = EmbeddedBroker(host, port).start()
+        except OSError as error:
+            raise StartupError(f"cannot start the MQTT broker on {host}:{port}: {error}") from None
+        return broker, MqttSettings(host=host, port=broker.port, username="gateway"), None
+    broker = MosquittoBroker(settings.data_dir / "mosquitto", host, port, meter_ids)
+    try:
+        broker.start()
+    except (OSError, MosquittoError) as error:
+        raise StartupError(f"cannot start Mosquitto on {host}:{port}: {error}") from None
+    user, password = broker.gateway_login()
+    return (
+        broker,
+        MqttSettings(host=host, port=broker.port, username=user, password=password),
+        broker.meter_login,
+    )
+
+
+def describe_broker(broker) -> str:
+    """Which broker runs where, for the summary (never a password)."""
+    from node.mosquitto import MosquittoBroker
+
+    if isinstance(broker, MosquittoBroker):
+        return f"mosquitto on {broker.url} (a password per meter, ACL; files in {broker.directory})"
+    return f"embedded broker (amqtt) on {broker.url} (no passwords, no ACL)"
 
 
 def demo_agents(keyring, community):

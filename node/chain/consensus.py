@@ -148,7 +148,8 @@ def build_block(
     vote: Vote | None = None,
 ) -> SealedBlock:
     """Build the unsealed child of ``parent`` with ``transactions`` (those that fail to
-    apply are dropped, the rest kept in order until the gas limit), fees paid to
+    apply are dropped; one that does not fit in the gas left waits in the pool with every
+    later transaction of its sender), fees paid to
     ``sealer``. New state goes to the chain database (content-addressed trie nodes, so
     concurrent readers of older states are unaffected); nothing becomes canonical."""
     number = parent.block_number + 1
@@ -173,9 +174,13 @@ def build_block(
     )
     current = vm.get_header()
     receipts, included, dropped = [], [], []
+    waiting: set[bytes] = set()  # senders with a transaction left for a later block
     for transaction in transactions:
+        if transaction.sender in waiting:
+            continue  # its predecessor waits: so does it (trying it now would be a nonce gap)
         if transaction.gas > current.gas_limit - current.gas_used:
-            continue  # does not fit in this block; stays in the pool
+            waiting.add(transaction.sender)  # does not fit in this block; stays in the pool
+            continue
         try:  # validation (nonce, balance, fee) fails before any state change
             receipt, _ = vm.apply_transaction(current, transaction)
         except ValidationError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 
 from node.cli.errors import CliError
@@ -37,9 +38,18 @@ its transaction is confirmed. Stop with Ctrl-C; kill it and start again: nothing
 and nothing recorded twice. docs/gateway.md has the details, the OBIS codes and a
 Mosquitto set-up with passwords and an ACL.
 
+Several gateways share the load through one Mosquitto broker: give each a --name (its
+key in keys.json, its MQTT client id and its queue DATA_DIR/<name>/queue.sqlite) and the
+same --share-group (an MQTT shared subscription: each reading goes to one of them). A
+new name needs GATEWAY_ROLE and gas; --enroll grants both with the data directory's
+admin key. Under overload a gateway takes messages only while its queue holds fewer
+than --max-backlog readings; the rest waits in the broker's persistent session. Each
+transaction is half the newest minutes (fresh for the OCM) and half the oldest backlog.
+
 examples:
   lec gateway run --embedded-broker                    broker on 127.0.0.1:1883, node on :8545
   lec gateway run --rpc-url http://10.0.0.5:8545 --mqtt-url mqtt://gateway:secret@10.0.0.6:1883
+  lec gateway run --name gateway-2 --share-group gateways --enroll --mqtt-url mqtt://gateway-2:pw@host
   mosquitto_sub -t 'lec/demo-energy-community/meter/+/rejected' -v
 """
 
@@ -93,6 +103,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-age-minutes", type=int, default=1440, help="refuse older readings (default 1440 = 1 day)"
     )
     run.add_argument("--max-batch", type=int, default=300, help="readings per transaction (default 300)")
+    run.add_argument(
+        "--name",
+        default="gateway",
+        help="this gateway's key, client id and queue directory (default gateway)",
+    )
+    run.add_argument("--share-group", help="MQTT shared subscription group of several gateways (Mosquitto)")
+    run.add_argument(
+        "--max-backlog",
+        type=int,
+        default=20_000,
+        help="queued readings at which the gateway stops taking messages (default 20000)",
+    )
+    run.add_argument(
+        "--enroll", action="store_true", help="grant GATEWAY_ROLE and gas to --name with the admin key"
+    )
     run.set_defaults(func=run_gateway)
 
     meters = subparsers.add_parser(
@@ -159,7 +184,7 @@ def _mqtt_settings(args: argparse.Namespace):
 def run_gateway(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from gateway.service import GatewayService, topic_name
+    from gateway.service import GatewayService, subscription, topic_name
     from gateway.submitter import SubmitterSettings
     from gateway.validation import AcceptancePolicy
     from node.broker import EmbeddedBroker
@@ -167,8 +192,21 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     if args.nominal_voltage <= 0 or args.max_age_minutes < 1 or not 1 <= args.max_batch <= 600:
         raise CliError("--nominal-voltage must be > 0, --max-age-minutes >= 1, --max-batch 1..600")
+    if args.max_backlog < 1:
+        raise CliError("--max-backlog must be at least 1")
+    if not re.fullmatch(r"gateway[A-Za-z0-9_-]*", args.name):
+        raise CliError(
+            f"--name must start with 'gateway' and hold letters, digits, - or _; got {args.name!r}"
+        )
+    if args.share_group is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.share_group):
+        raise CliError(f"--share-group must be letters, digits, - or _; got {args.share_group!r}")
     settings = _mqtt_settings(args)
     community, keyring = _open_community(args)
+    signer = keyring[args.name]
+    if args.enroll:
+        _enroll(community, keyring, signer)
+    else:
+        _warn_without_role(community, signer)
     stop = shutdown_requested()
     broker = None
     if args.embedded_broker:
@@ -180,16 +218,20 @@ def run_gateway(args: argparse.Namespace) -> int:
     policy = AcceptancePolicy(nominal_voltage_v=args.nominal_voltage, max_age_s=60 * args.max_age_minutes)
     service = GatewayService(
         community,
-        keyring["gateway"],
-        args.data_dir / "gateway" / "queue.sqlite",
+        signer,
+        args.data_dir / args.name / "queue.sqlite",
         settings,
         args.community or topic_name(community.deployment.config.name),
         policy,
         SubmitterSettings(max_batch=args.max_batch),
+        name=args.name,
+        share_group=args.share_group,
+        max_backlog=args.max_backlog,
     ).start()
     print(
-        f"lec gateway: {len(service.directory)} meters, topics lec/{service.topic_community}/meter/+/reading "
-        f"on {settings}{' (embedded broker)' if broker else ''}, chain {args.rpc_url}",
+        f"lec gateway: {args.name} ({signer.address}), {len(service.directory)} meters, "
+        f"{subscription(service.topic_community, args.share_group)} on {settings}"
+        f"{' (embedded broker)' if broker else ''}, chain {args.rpc_url}",
         flush=True,
     )
     stop.wait()
@@ -198,6 +240,47 @@ def run_gateway(args: argparse.Namespace) -> int:
         broker.stop()
     print(f"lec gateway: stopped ({service.stats()})", flush=True)
     return 0
+
+
+ENROLL_FUNDING_WEI = 10**20  # 100 ether of the community chain: gas for a long time
+ENROLL_TOP_UP_BELOW_WEI = 10**19
+
+
+def _enroll(community, keyring, signer) -> None:
+    """Grant ``signer`` GATEWAY_ROLE and gas with the admin key of the data directory."""
+    from contracts.client import ChainError
+    from contracts.registry import Role
+
+    admin = keyring["admin"]
+    try:
+        if not community.registry.has_role(Role.GATEWAY, signer.address):
+            community.registry.grant_role(admin, Role.GATEWAY, signer.address)
+            log.info("granted GATEWAY_ROLE to %s (%s)", signer.name, signer.address)
+        if community.client.w3.eth.get_balance(signer.address) < ENROLL_TOP_UP_BELOW_WEI:
+            community.client.transfer_ether(admin, signer.address, ENROLL_FUNDING_WEI)
+            log.info("funded %s (%s) with gas", signer.name, signer.address)
+    except ChainError as error:
+        raise CliError(
+            f"cannot enroll {signer.name} with the admin key of the data directory: {error}"
+        ) from None
+
+
+def _warn_without_role(community, signer) -> None:
+    """Say so when the gateway's key cannot record yet (its readings stay queued until it can)."""
+    from contracts.registry import Role
+
+    try:
+        allowed = community.registry.has_role(Role.GATEWAY, signer.address)
+    except Exception as error:  # the node may come later; the submitter retries
+        log.warning("cannot check GATEWAY_ROLE of %s yet: %s", signer.name, error)
+        return
+    if not allowed:
+        log.warning(
+            "key %r (%s) lacks GATEWAY_ROLE: readings stay queued until the admin grants it "
+            "(or run with --enroll, which uses the admin key of --data-dir)",
+            signer.name,
+            signer.address,
+        )
 
 
 def run_simulator(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "node.cli.gateway",
     "node.cli.market",
     "node.cli.network",
+    "node.cli.mqtt",
 ]
 
 QUIET_LIBRARIES = ("web3", "urllib3", "eth", "asyncio", "numba", "matplotlib", "PIL", "pandapower")
@@ -40,6 +41,7 @@ Start here:
   lec oracle run NET.json      the OCM oracle: bands on chain every minute
   lec gateway run              the MQTT meter gateway (readings -> chain)
   lec market operate|curtail   the market operator, the curtailer
+  lec mqtt password METER_ID   a meter's MQTT password for lec up's Mosquitto
 
 Every subcommand has its own --help with examples.
 """

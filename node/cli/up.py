@@ -21,7 +21,15 @@ Run the community node on embedded defaults, in one process:
              DATA_DIR/feeder.json): 57 household meters, a community battery, two EV
              chargers, a PV system and a heat pump owned by four members, each
              flexibility with its own sub-meter; members trade from deposits;
-  broker     an embedded MQTT broker (default 127.0.0.1:1883);
+  broker     Mosquitto as the MQTT broker (default 127.0.0.1:1883), no anonymous
+             clients: a login per meter (user name = meter id) and for the gateway,
+             an ACL that lets a meter publish only its own readings, persistent
+             sessions; its files are in DATA_DIR/mosquitto/ (passwords are derived from
+             the secret there and never printed: lec mqtt password METER_ID prints one
+             for provisioning a real meter). Without Mosquitto installed (Debian:
+             apt-get install mosquitto), or with --embedded-broker, an embedded broker
+             (amqtt) serves instead, with a warning: no passwords, no ACL, sessions in
+             memory only;
   gateway    validates the meters' signed readings and records them on chain;
   meters     a simulator publishing every household meter's reading each minute (load
              profiles, PV, V and angle from a load flow of the feeder);
@@ -36,6 +44,7 @@ stopped. Keys live in DATA_DIR/keys.json (mode 0600) and are never printed.
 examples:
   lec up
   lec up --data-dir /srv/lec --port 8600 --ws-port 8601 --mqtt-port 1884
+  lec up --embedded-broker       the embedded MQTT broker even when Mosquitto is installed
   lec -q up                      only warnings in the log
 """
 
@@ -55,7 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-ws", action="store_true", help="do not serve WebSocket")
     parser.add_argument(
-        "--mqtt-port", type=int, default=1883, help="embedded MQTT broker port (default: 1883)"
+        "--mqtt-port", type=int, default=1883, help="MQTT broker port (default: 1883; 0: free)"
+    )
+    parser.add_argument(
+        "--embedded-broker",
+        action="store_true",
+        help="run the embedded MQTT broker (amqtt: no passwords, no ACL) instead of Mosquitto",
     )
     parser.add_argument("--community", default="Demo energy community", help="community name (first start)")
     parser.add_argument(
@@ -104,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         community=args.community,
         slot_minutes=args.slot_minutes,
         replay_minutes=args.replay_minutes,
+        embedded_broker=args.embedded_broker,
     )
     node = CommunityNode(chain, build.artifacts, settings)
     try:

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -186,9 +186,13 @@ def run_simulation(
     settings: SimulatorSettings,
     clock: Callable[[], float] = time.time,
     should_stop: Callable[[], bool] = lambda: False,
+    meter_login: Callable[[str], tuple[str, str]] | None = None,
 ) -> int:
     """Publish readings until ``settings.minutes`` are done (or ``should_stop``); returns
-    how many readings were published."""
+    how many readings were published. With ``meter_login`` (meter id → user, password)
+    every meter logs in as itself over a connection of its own, as a broker with an ACL
+    needs (Mosquitto in ``lec up``); without, all meters publish over one connection
+    with ``mqtt_settings``' login."""
     grid, load_buses = load_feeder(settings.network, settings.seed)
     if settings.register_meters:
         ensure_meters(community, keyring, settings.register_meters, load_buses or grid.bus_ids.tolist())
@@ -196,13 +200,23 @@ def run_simulation(
     if not meters:
         raise ValueError("no active meter with a key in the keyring to simulate (try --register --meters N)")
     simulation = FeederSimulation(grid, meters, settings.seed)
-    client = _connect(mqtt_settings)
     keys = {sim.meter.meter_id: sim.key for sim in meters}
-    first = floor_to_minute(clock()) + minute_start(min(settings.start_offset_minutes, 0))
-    started = clock()
-    published, minute, infos = 0, first, []
-    log.info("simulating %d meters on a %d-bus feeder from %s", len(meters), grid.n_bus, time.ctime(first))
+    clients: dict[str, mqtt.Client] = {}
     try:
+        shared = _connect(mqtt_settings) if meter_login is None else None  # one connection for all
+        for meter_id in keys:
+            if shared is not None:
+                clients[meter_id] = shared
+            else:
+                user, password = meter_login(meter_id)
+                login = replace(mqtt_settings, username=user, password=password)
+                clients[meter_id] = _connect(login, f"lec-meter-{meter_id}")
+        first = floor_to_minute(clock()) + minute_start(min(settings.start_offset_minutes, 0))
+        started = clock()
+        published, minute, infos = 0, first, []
+        log.info(
+            "simulating %d meters on a %d-bus feeder from %s", len(meters), grid.n_bus, time.ctime(first)
+        )
         while (
             settings.minutes is None or minute < first + minute_start(settings.minutes)
         ) and not should_stop():
@@ -216,19 +230,29 @@ def run_simulation(
                 seq = minute_of(minute)
                 payload = payload_for(reading, seq, settings.payload_form, settings.nominal_voltage_v, key)
                 topic = reading_topic(topic_community, reading.meter_id)
-                infos.append(client.publish(topic, json.dumps(payload), qos=1))
+                infos.append(clients[reading.meter_id].publish(topic, json.dumps(payload), qos=1))
             published += len(infos)
             minute += SECONDS_PER_MINUTE
         for info in infos:
             info.wait_for_publish(timeout=30)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        for client in {id(client): client for client in clients.values()}.values():
+            client.disconnect()
+            client.loop_stop()
     return published
 
 
-def _connect(settings: MqttSettings) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lec-simulator-{time.time_ns()}")
+def _connect(settings: MqttSettings, name: str = "lec-simulator") -> mqtt.Client:
+    client_id = f"{name}-{time.time_ns()}"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    refused = []
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure and not refused:  # paho retries; say it once
+            refused.append(reason_code)
+            log.error("the MQTT broker refused %s (user %s): %s", client_id, settings.username, reason_code)
+
+    client.on_connect = on_connect
     if settings.username:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:

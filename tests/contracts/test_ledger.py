@@ -22,14 +22,16 @@ def test_a_batch_is_recorded_emitted_and_accumulated(env):
     batch.append(reading("M02", slot_start, p=-3.0, env=env))
     receipt = community.ledger.record_readings(gateway, batch)
 
-    events = env.client.events(community.ledger.contract, "ReadingRecorded", receipt)
-    assert [(units.decode_id(e["meter"]), e["minute"], e["activePowerW"]) for e in events] == [
+    assert community.ledger.readings_in(receipt) == batch  # one event holds the packed batch
+    (event,) = env.client.events(community.ledger.contract, "ReadingsRecorded", receipt)
+    decoded = env.client.call(community.ledger.contract.functions.decodeReadings(event["readings"]))
+    assert [(units.decode_id(r[0]), r[1], r[2]) for r in decoded] == [
         ("M01", slot_start, 1000),
         ("M01", slot_start + 1, 2000),
         ("M01", slot_start + 2, 3000),
         ("M02", slot_start, -3000),
     ]
-    assert events[0]["voltageMicroPu"] == 980_000 and events[0]["angleMicroDeg"] == -1_500_000
+    assert decoded[0][4:] == (980_000, -1_500_000)
 
     slot = slot_start // 15
     energy = community.ledger.slot_energy("M01", slot)
@@ -122,13 +124,20 @@ def test_readings_from_the_future_and_empty_batches_are_refused(env):
 
 
 def test_gas_per_reading_in_a_batch_of_100_is_below_target(env):
-    """The issue's target: ≤ 20,000 gas per reading in batches of 100 (see benchmarks/gas.py)."""
+    """The issue's target, ≤ 10,000 gas per reading in batches of 100 (benchmarks/gas.py
+    measures the slot average), and the slot word written once per run of a meter's minutes:
+    the same readings sorted by meter (as the gateway sends them) cost less (a word written
+    again in the same transaction is warm, so the saving is ~10 %, not more)."""
     now = (env.now_minute() // 15 + 1) * 15 + 14  # the last minute of a slot: 29 minutes back are open
     env.travel(now * 60)
     meters = ("M01", "M02", "M03", "M04")
-    batch = [reading(meters[i % 4], now - 1 - i // 4, env=env) for i in range(100)]
-    receipt = env.community.ledger.record_readings(env["gateway"], batch)
-    assert receipt["gasUsed"] / 100 <= 20_000
+    interleaved = [reading(meters[i % 4], now - 1 - i // 4, env=env) for i in range(100)]
+    receipt = env.community.ledger.record_readings(env["gateway"], interleaved[:48])
+    per_reading_interleaved = receipt["gasUsed"] / 48
+    by_meter = sorted(interleaved[48:], key=lambda r: (r.meter_id, r.time))
+    per_reading_sorted = env.community.ledger.record_readings(env["gateway"], by_meter)["gasUsed"] / 52
+    assert per_reading_interleaved <= 10_000
+    assert per_reading_sorted < 0.95 * per_reading_interleaved
 
 
 def test_readings_are_accepted_until_the_data_deadline_and_refused_after(env):

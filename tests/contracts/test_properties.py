@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from contracts import units
 from contracts.client import ContractRevert
+from contracts.ledger import pack_reading
 from tests.contracts.conftest import FLEXIBILITIES, METERS
 from tests.threads import in_fresh_thread
 
@@ -23,8 +24,8 @@ DATA_DELAY = 15  # minutes after its slot's end a reading is still taken (Commun
 
 reading_values = st.fixed_dictionaries(
     {
-        "p": st.one_of(st.integers(-MAX_POWER_W, MAX_POWER_W), st.integers(-(2**63), 2**63 - 1)),
-        "q": st.one_of(st.integers(-50_000, 50_000), st.integers(-(2**63), 2**63 - 1)),
+        "p": st.one_of(st.integers(-MAX_POWER_W, MAX_POWER_W), st.integers(-(2**31), 2**31 - 1)),
+        "q": st.one_of(st.integers(-50_000, 50_000), st.integers(-(2**31), 2**31 - 1)),
         "v": st.one_of(st.integers(900_000, 1_100_000), st.integers(0, 2**32 - 1)),
         "theta": st.one_of(st.integers(-5_000_000, 5_000_000), st.integers(-(2**31), 2**31 - 1)),
     }
@@ -114,7 +115,8 @@ class LedgerAndLimitsMachine(RuleBasedStateMachine):
             seen.add((meter, minute))
             if error and expected_error is None:
                 expected_error = (index, error)
-        call = self.env.community.ledger.contract.functions.recordReadings(items)
+        packed = b"".join(pack_reading(item) for item in items)
+        call = self.env.community.ledger.contract.functions.recordReadings(packed)
         try:
             self.env.client.transact(call, self.env["gateway"])
         except ContractRevert as refusal:

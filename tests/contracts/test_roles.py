@@ -9,6 +9,7 @@ import pytest
 from eth_utils import keccak
 
 from contracts import units
+from contracts.ledger import pack_reading
 from contracts.registry import Meter, Role
 from tests.contracts.conftest import ROLE_HOLDERS
 from tests.reverts import expect_revert
@@ -129,7 +130,7 @@ GUARDED = [
     Guarded(
         "ledger",
         "recordReadings",
-        lambda env: ([(units.encode_id("M01"), env.now_minute() - 1, 1000, 0, 1_000_000, 0)],),
+        lambda env: (pack_reading((units.encode_id("M01"), env.now_minute() - 1, 1000, 0, 1_000_000, 0)),),
         Role.GATEWAY,
         ("gateway",),
     ),

@@ -1,37 +1,20 @@
-"""Brokers for the tests: the embedded amqtt broker and a Mosquitto process with a
-password file and the ACL from docs/gateway.md, each behind a relay so that it can be
-restarted without its clients changing address."""
+"""Brokers for the tests: the embedded amqtt broker and the production Mosquitto
+(``node.mosquitto``: a password per meter, the ACL of docs/gateway.md), each behind a
+relay so that it can be restarted without its clients changing address."""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from node import mosquitto
 from node.broker import EmbeddedBroker
-from node.ports import free_port
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-GATEWAY_USER, GATEWAY_PASSWORD = "gateway", "gateway-secret"
-START_LIMIT_S = 120  # a broker that does not listen by then is broken, not slow
-PORT_ATTEMPTS = 5
-
-ACL = """\
-# the gateway reads every reading and answers rejections
-user gateway
-topic read lec/+/meter/+/reading
-topic write lec/+/meter/+/rejected
-
-# a meter (user name = meter id) publishes its own readings and reads its own rejections
-pattern write lec/+/meter/%u/reading
-pattern read lec/+/meter/%u/rejected
-"""
+GATEWAY_USER = "gateway"
 
 
 class Relay:
@@ -132,7 +115,7 @@ def _close(*sockets: socket.socket) -> None:
 
 
 def mosquitto_available() -> bool:
-    return Path(MOSQUITTO).exists() and shutil.which("mosquitto_passwd") is not None
+    return mosquitto.MosquittoBroker.available()
 
 
 def needs_mosquitto():
@@ -171,55 +154,39 @@ class AmqttBroker:
 
 
 class MosquittoBroker:
-    """A Mosquitto process behind a relay: persistence on, no anonymous clients, one user
-    per meter (user name = meter id) and the gateway user, ACL as in docs/gateway.md.
-    Each start listens on a new free port (the relay's stays); the persisted sessions
-    and queued messages carry over."""
+    """The production Mosquitto (``node.mosquitto``: password per meter, the gateway
+    user, ACL, persistence) behind a relay. Each start listens on a new free port (the
+    relay's stays); the persisted sessions and queued messages carry over."""
 
     kind = "mosquitto"
 
     def __init__(self, tmp_path: Path, meter_ids):
-        self.directory = tmp_path / "mosquitto"
-        self.directory.mkdir()
-        users = {GATEWAY_USER: GATEWAY_PASSWORD, **{m: f"pw-{m}" for m in meter_ids}}
-        self.passwords = self.directory / "passwd"
-        self.passwords.write_text("".join(f"{user}:{password}\n" for user, password in users.items()))
-        subprocess.run(["mosquitto_passwd", "-U", str(self.passwords)], check=True, capture_output=True)
-        (self.directory / "acl").write_text(ACL)
-        self.config = self.directory / "mosquitto.conf"
-        self.log = self.directory / "mosquitto.log"
-        self._process: subprocess.Popen | None = None
+        self.broker = mosquitto.MosquittoBroker(tmp_path / "mosquitto", "127.0.0.1", 0, meter_ids)
+        self.directory = self.broker.directory
         self._relay: Relay | None = None
         self.host, self.port = "127.0.0.1", 0
         self.start()
 
     @property
     def gateway_url(self) -> str:
-        return f"mqtt://{GATEWAY_USER}:{GATEWAY_PASSWORD}@{self.host}:{self.port}"
+        user, password = self.broker.gateway_login()
+        return f"mqtt://{user}:{password}@{self.host}:{self.port}"
 
     def meter_login(self, meter_id: str) -> tuple[str | None, str | None]:
-        return meter_id, f"pw-{meter_id}"
+        return self.broker.meter_login(meter_id)
 
     def start(self) -> None:
-        """Start Mosquitto on a free port (another if that one is taken meanwhile) and
-        point the relay at it."""
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            port = free_port(self.host)
-            if self._listen(port):
-                break
-            if attempt == PORT_ATTEMPTS:
-                raise AssertionError(f"mosquitto could not listen: {self.log.read_text()}")
+        """Start Mosquitto on a free port and point the relay at it."""
+        self.broker.start()
         if self._relay is None:
-            self._relay = Relay(port, self.host)
+            self._relay = Relay(self.broker.port, self.host)
             self.port = self._relay.port
         else:
-            self._relay.retarget(port)
+            self._relay.retarget(self.broker.port)
 
     def stop(self) -> None:
         """SIGTERM: Mosquitto saves its sessions and queued messages, then exits."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            self._process.wait(timeout=60)
+        self.broker.stop()
         if self._relay is not None:
             self._relay.cut()
 
@@ -231,36 +198,3 @@ class MosquittoBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def _listen(self, port: int) -> bool:
-        """Run Mosquitto on ``port`` until it accepts connections; False if it exits
-        because the port is taken."""
-        self.config.write_text(
-            f"listener {port} {self.host}\n"
-            "allow_anonymous false\n"
-            f"password_file {self.passwords}\n"
-            f"acl_file {self.directory / 'acl'}\n"
-            "persistence true\n"
-            f"persistence_location {self.directory}/\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
-            "user root\n"
-        )
-        logged = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as log:
-            self._process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + START_LIMIT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                output = self.log.read_bytes()[logged:].decode(errors="replace")
-                if "in use" in output:
-                    return False
-                raise AssertionError(f"mosquitto exited with code {self._process.returncode}: {output}")
-            try:
-                socket.create_connection((self.host, port), timeout=5).close()
-                return True
-            except OSError:
-                time.sleep(0.1)
-        self._process.kill()
-        self._process.wait()
-        raise AssertionError(f"mosquitto did not listen in {START_LIMIT_S} s: {self.log.read_text()}")

@@ -83,6 +83,16 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 
 @pytest.fixture
+def mosquitto(tmp_path):
+    """Mosquitto as ``lec up`` configures it (node/mosquitto.py), behind a relay."""
+    from tests.gateway.brokers import MosquittoBroker
+
+    broker = MosquittoBroker(tmp_path, METER_IDS)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
 def topic_community(request) -> str:
     """A topic level of its own per test (and so a gateway client id of its own)."""
     return "t-" + request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:40].lower()
@@ -94,16 +104,22 @@ def start_gateway(
     queue_path: Path,
     mqtt_settings: MqttSettings,
     topic: str,
+    signer: Signer | None = None,
+    name: str = "gateway",
+    share_group: str | None = None,
     **submitter: object,
 ) -> GatewayService:
+    """A gateway of its own chain connection; ``submitter`` are ``SubmitterSettings`` fields."""
     client = ChainClient.connect(stack.url, artifacts)
     community = Community(client, stack.community.deployment)
     service = GatewayService(
         community,
-        stack.keyring["gateway"],
+        signer or stack.keyring["gateway"],
         queue_path,
         mqtt_settings,
         topic,
         submitter_settings=SubmitterSettings(**submitter),
+        name=name,
+        share_group=share_group,
     ).start()
     return service

@@ -55,10 +55,9 @@ def recorded(community: Community, pairs: Iterable[tuple[str, int]]) -> list[boo
 
 
 def recorded_events(community: Community, from_block: int) -> list[tuple[str, int]]:
-    """(meter id, time) of every ReadingRecorded event since ``from_block``."""
-    event = community.ledger.contract.events.ReadingRecorded()
-    logs = event.get_logs(from_block=from_block, to_block="latest")
-    return [(units.decode_id(e["args"]["meter"]), e["args"]["minute"] * 60) for e in logs]
+    """(meter id, time) of every reading recorded since ``from_block`` (ReadingsRecorded events)."""
+    recorded = community.ledger.follow_readings(from_block).poll().items
+    return [(item.reading.meter_id, item.reading.time) for item in recorded]
 
 
 class Publisher:

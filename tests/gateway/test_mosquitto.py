@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections import Counter
 
 import paho.mqtt.client as mqtt
-import pytest
 
 from contracts.ledger import Reading
 from gateway.service import MqttSettings, reading_topic
-from tests.gateway.brokers import MosquittoBroker, needs_mosquitto
+from tests.gateway.brokers import needs_mosquitto
 from tests.gateway.conftest import METER_IDS, start_gateway
 from tests.gateway.helpers import (
     Publisher,
@@ -23,13 +22,6 @@ from tests.gateway.helpers import (
 from tests.gateway.test_delivery import readings_for
 
 pytestmark = needs_mosquitto()
-
-
-@pytest.fixture
-def mosquitto(tmp_path):
-    broker = MosquittoBroker(tmp_path, METER_IDS)
-    yield broker
-    broker.close()
 
 
 def meter_publishers(broker, topic: str) -> dict[str, Publisher]:

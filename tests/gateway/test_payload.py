@@ -6,13 +6,18 @@ import json
 
 import pytest
 from eth_account import Account
+from eth_account.messages import encode_defunct
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.ledger import Reading
 from gateway.payload import (
     MAX_PAYLOAD_BYTES,
+    SECP256K1_N,
     JsonNumber,
     Reason,
     Rejection,
+    _recover,
     canonical_bytes,
     canonical_json,
     decode_json,
@@ -120,3 +125,31 @@ def test_rejection_echoes_time_and_seq_when_readable():
         parse({**plain(), "signature": "0x1"})
     message = caught.value.message()
     assert (message["reason"], message["time"], message["seq"]) == ("bad_signature", READING.time, 7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32).filter(lambda k: 0 < int.from_bytes(k, "big") < SECP256K1_N),
+    message=st.binary(max_size=300),
+    damage=st.one_of(st.none(), st.tuples(st.integers(0, 64), st.integers(1, 255))),
+)
+def test_signature_recovery_answers_as_eth_account_does(key, message, damage):
+    """The gateway recovers signers with libsecp256k1 directly; for valid and damaged
+    signatures alike it must name the signer eth_account names, or refuse where it raises."""
+    signature = bytearray(Account.from_key(key).sign_message(encode_defunct(primitive=message)).signature)
+    if damage is not None:
+        position, flip = damage
+        signature[position] ^= flip
+    text = "0x" + signature.hex()
+    try:
+        expected = Account.recover_message(encode_defunct(primitive=message), signature=text)
+    except Exception:
+        expected = None
+    try:
+        found = _recover(message, text, lambda reason, detail: Rejection(reason, detail))
+    except Rejection as rejection:
+        assert rejection.reason is Reason.BAD_SIGNATURE
+        found = None
+    if int.from_bytes(signature[32:64], "big") >= SECP256K1_N or signature[64] not in (0, 1, 27, 28):
+        expected = None  # s beyond the curve order or an EIP-155 v: eth_account takes them, the gateway not
+    assert found == expected

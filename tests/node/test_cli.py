@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from contracts.client import ChainClient
 from contracts.deploy import Deployment
 from contracts.paths import PROJECT_ROOT
+from node.mosquitto import MosquittoBroker, derive_password, load_secret
 from node.ports import free_port
 
 
@@ -38,9 +41,9 @@ def test_unknown_subcommand_is_a_usage_error():
     assert completed.returncode == 2 and "invalid choice" in completed.stderr
 
 
-def run_up_until_ready(data_dir, port, mqtt_port, *extra) -> tuple[subprocess.Popen, list[str]]:
+def run_up_until_ready(data_dir, port, mqtt_port, *extra, options=()) -> tuple[subprocess.Popen, list[str]]:
     command = [sys.executable, "-m", "node.cli.main", *extra, "up", "--data-dir", str(data_dir),
-               "--port", str(port), "--ws-port", "0", "--mqtt-port", str(mqtt_port)]  # fmt: skip
+               "--port", str(port), "--ws-port", "0", "--mqtt-port", str(mqtt_port), *options]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -81,13 +84,17 @@ def test_up_runs_the_whole_community_and_keeps_keys_secret(tmp_path, artifacts):
     data_dir, port, mqtt_port = tmp_path / "community", free_port(), free_port()
     process, lines = run_up_until_ready(data_dir, port, mqtt_port, "-v")
     try:
+        if MosquittoBroker.available():  # the broker is Mosquitto, a process of its own
+            pid = int((data_dir / "mosquitto" / "mosquitto.pid").read_text())
+            assert b"mosquitto" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            socket.create_connection(("127.0.0.1", mqtt_port), timeout=10).close()
         client = ChainClient.connect(f"http://127.0.0.1:{port}", artifacts)
         deployment = Deployment.load(data_dir)
         wait_for_events(
             client,
             deployment,
             {
-                ("MeasurementLedger", "ReadingRecorded"),  # simulator -> MQTT -> gateway -> chain
+                ("MeasurementLedger", "ReadingsRecorded"),  # simulator -> MQTT -> gateway -> chain
                 ("CapacityLimits", "BandPublished"),  # OCM service
                 ("EnergyMarket", "OrderPlaced"),  # market agents
             },
@@ -96,16 +103,30 @@ def test_up_runs_the_whole_community_and_keeps_keys_secret(tmp_path, artifacts):
         assert stop(process, lines) == 0
     first = "".join(lines)
     assert "(deployed)" in first and "57 household meters, 5 sub-meters" in first
+    if MosquittoBroker.available():
+        assert f"MQTT: mosquitto on mqtt://127.0.0.1:{mqtt_port} (a password per meter, ACL" in first
+        assert not Path(f"/proc/{pid}").exists(), "lec up stopped Mosquitto"
 
-    process, lines = run_up_until_ready(data_dir, free_port(), free_port())  # ports need not be the same
+    # ports need not be the same; the embedded broker on request
+    process, lines = run_up_until_ready(data_dir, free_port(), free_port(), options=["--embedded-broker"])
     assert stop(process, lines) == 0
     second = "".join(lines)
     assert "(found)" in second and deployment.addresses["CommunityRegistry"] in second
+    assert "MQTT: embedded broker (amqtt)" in second and "no passwords and no ACL" in second
 
     keys = json.loads((data_dir / "keys.json").read_text())
     assert (data_dir / "keys.json").stat().st_mode & 0o077 == 0, "keys.json is private to its owner"
     for key in keys.values():
         assert key.lower().removeprefix("0x") not in (first + second).lower()
+    if MosquittoBroker.available():  # no MQTT password, nor the secret they come from, is shown
+        mosquitto = data_dir / "mosquitto"
+        users = [line.split(":")[0] for line in (mosquitto / "passwd").read_text().splitlines()]
+        assert "gateway" in users and len(users) == 1 + 62  # the gateway, 57 households, 5 sub-meters
+        secret = load_secret(mosquitto)
+        shown = first + second + (mosquitto / "mosquitto.log").read_text()
+        assert secret.hex() not in shown
+        for user in users:
+            assert derive_password(secret, "gateway" if user == "gateway" else "meter", user) not in shown
 
 
 def test_up_bad_options_are_clear_errors(tmp_path):

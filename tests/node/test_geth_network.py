@@ -205,8 +205,9 @@ def test_the_gateway_and_the_meter_simulator_run_against_the_network(network, ke
         )  # fmt: skip
         assert simulator.returncode == 0, simulator.stdout[-2000:] + simulator.stderr[-2000:]
         ledger = Community(ChainClient.connect(network.rpc_urls[0], artifacts), deployment).ledger
-        recorded = ledger.contract.events.ReadingRecorded()
-        wait_for(lambda: len(recorded.get_logs(from_block=0)) >= 6, "readings of 3 meters on chain", 180)
+        recorded = ledger.follow_readings(0)
+        seen = []
+        wait_for(lambda: len(seen.__iadd__(recorded.poll().items)) >= 6, "readings of 3 meters on chain", 180)
     finally:
         gateway.terminate()
         gateway.wait(timeout=60)

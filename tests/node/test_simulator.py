@@ -9,7 +9,6 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from contracts import units
 from node.simulation.meters import SimulatorSettings, load_feeder, place_meters, run_simulation
 from node.simulation.profiles import Household, h0_kw
 from ocm.grid.helm import HelmSolver
@@ -48,26 +47,21 @@ def test_simulated_readings_are_consistent(stack, artifacts, broker, tmp_path, t
     finally:
         gateway.stop()
 
-    events = stack.community.ledger.contract.events.ReadingRecorded().get_logs(from_block=first_block)
+    recorded = stack.community.ledger.follow_readings(first_block).poll().items
     by_minute = defaultdict(dict)
-    for event in events:
-        args = event["args"]
-        if args["minute"] in minutes:
-            by_minute[args["minute"]][units.decode_id(args["meter"])] = args
+    for item in recorded:
+        if item.reading.minute in minutes:
+            by_minute[item.reading.minute][item.reading.meter_id] = item.reading
     grid, load_buses = load_feeder(None, seed=1)
     meters = place_meters(stack.community, stack.keyring, grid, load_buses, seed=1)
     assert len(by_minute) == 2 and all(len(found) == len(meters) for found in by_minute.values())
     for found in by_minute.values():
         p, q = np.zeros(grid.n_bus), np.zeros(grid.n_bus)
         for sim in meters:
-            p[sim.bus_position] += units.w_to_kw(found[sim.meter.meter_id]["activePowerW"])
-            q[sim.bus_position] += units.var_to_kvar(found[sim.meter.meter_id]["reactivePowerVar"])
+            p[sim.bus_position] += found[sim.meter.meter_id].p_kw
+            q[sim.bus_position] += found[sim.meter.meter_id].q_kvar
         flow = HelmSolver(grid).solve(p, q)
         for sim in meters:
             recorded = found[sim.meter.meter_id]
-            assert units.micro_pu_to_pu(recorded["voltageMicroPu"]) == pytest.approx(
-                flow.vm_pu[0, sim.bus_position], abs=2e-4
-            )
-            assert units.micro_deg_to_deg(recorded["angleMicroDeg"]) == pytest.approx(
-                flow.va_degree[0, sim.bus_position], abs=2e-2
-            )
+            assert recorded.v_pu == pytest.approx(flow.vm_pu[0, sim.bus_position], abs=2e-4)
+            assert recorded.theta_deg == pytest.approx(flow.va_degree[0, sim.bus_position], abs=2e-2)

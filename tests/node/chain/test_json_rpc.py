@@ -17,7 +17,7 @@ from contracts import units
 from contracts.client import ChainClient, ChainError
 from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
-from contracts.ledger import Reading
+from contracts.ledger import Reading, unpack_readings
 from contracts.registry import Meter, Role
 from node.chain import rpc as rpc_module
 from node.chain.rpc import JsonRpc
@@ -74,13 +74,14 @@ def test_community_contracts_are_deployed_and_used_over_http(served, artifacts):
         ),
     )
     logs = client.w3.eth.get_logs({"address": community.ledger.contract.address, "fromBlock": 0})
-    assert len(logs) == 1 and logs[0]["topics"][1] == units.encode_id("M1")
-    event = community.ledger.contract.events.ReadingRecorded().process_log(logs[0])
-    assert event["args"]["activePowerW"] == 2500
-    filtered = client.w3.eth.get_logs(
-        {"fromBlock": 0, "topics": [None, "0x" + units.encode_id("NOPE").hex()]}
-    )
-    assert filtered == []
+    assert len(logs) == 1
+    event = community.ledger.contract.events.ReadingsRecorded().process_log(logs[0])
+    assert unpack_readings(event["args"]["readings"])[0][:3] == (units.encode_id("M1"), minute, 2500)
+    by_topic = client.w3.eth.get_logs({"fromBlock": 0, "topics": [logs[0]["topics"][0]]})
+    assert by_topic == logs
+    meter_topic = "0x" + units.encode_id("M1").hex()
+    registered = client.w3.eth.get_logs({"fromBlock": 0, "topics": [None, meter_topic]})
+    assert [entry["address"] for entry in registered] == [community.registry.contract.address]
 
 
 @pytest.mark.parametrize(
@@ -490,3 +491,32 @@ def test_eth_call_applies_block_overrides_like_geth(served):
     assert int(plain[2:66], 16) != 12345
     answer = rpc(url, "eth_call", returns_timestamp_and_number, "latest", None, {"blockTime": "0x1"})
     assert answer["error"]["code"] == -32602 and "unknown block override" in answer["error"]["message"]
+
+
+def test_a_sender_whose_transaction_does_not_fit_keeps_its_later_ones_for_the_next_block():
+    """Transfers of one sender with gas limits of 29.99 M, 29.99 M and 21 k: the second no
+    longer fits the 30 M block after the first, so it and the third wait for the next block
+    (before, the third was tried anyway and dropped for the nonce gap)."""
+    chain = open_embedded_chain(None, period=1)
+    try:
+        chain.node.sealing_enabled = False
+        faucet = chain.keyring["faucet"]
+        nonce = int(call(chain, "eth_getTransactionCount", faucet.address, "latest"), 16)
+        hashes = []
+        for offset, gas in enumerate((29_990_000, 29_990_000, 21_000)):
+            transaction = {
+                "to": "0x" + "11" * 20, "value": 1, "gas": gas, "maxFeePerGas": 10**10,
+                "maxPriorityFeePerGas": 10**9, "nonce": nonce + offset,
+                "chainId": chain.node.genesis.chain_id, "type": 2,
+            }  # fmt: skip
+            raw = "0x" + bytes(faucet.account.sign_transaction(transaction).raw_transaction).hex()
+            hashes.append(call(chain, "eth_sendRawTransaction", raw))
+        chain.node.sealing_enabled = True
+        deadline = time.monotonic() + 60
+        while any(call(chain, "eth_getTransactionReceipt", h) is None for h in hashes):
+            assert time.monotonic() < deadline, "a transaction was lost"
+            time.sleep(0.05)
+        blocks = [int(call(chain, "eth_getTransactionReceipt", h)["blockNumber"], 16) for h in hashes]
+        assert blocks[0] < blocks[1] <= blocks[2]
+    finally:
+        chain.stop()
