@@ -98,6 +98,33 @@ def test_overload_is_held_in_the_broker_and_loses_and_doubles_nothing(
         gateway.stop()
 
 
+def test_the_newest_minute_overtakes_a_backlog(
+    stack, artifacts, mosquitto, publishers, tmp_path, topic_community
+):
+    """A backlog of eight minutes drains slowly (one 20-reading transaction in flight); the
+    newest minute, published after it, is on chain while most of the backlog still waits:
+    the OCM sees fresh readings during an overload. In the end all is there exactly once."""
+    first_block = stack.head_block()
+    settings = MqttSettings.from_url(mosquitto.gateway_url)
+    gateway = start_gateway(stack, artifacts, tmp_path / "q.sqlite", settings, topic_community,
+                            max_batch=20, max_in_flight=1)  # fmt: skip
+    try:
+        wait_for(gateway.connected.is_set, 20, "the gateway to connect")
+        backlog = readings_for(stack, METER_IDS, stack.take_minutes(8))  # 320 readings
+        wait_published(publish(stack, publishers, topic_community, backlog))
+        wait_for(lambda: gateway.stats().get("accepted", 0) == len(backlog), 60, "the backlog queued")
+        newest = readings_for(stack, METER_IDS, stack.take_minutes(1))
+        wait_published(publish(stack, publishers, topic_community, newest))
+        newest_pairs = [(r.meter_id, r.time) for r in newest]
+        wait_for(lambda: all(recorded(stack.community, newest_pairs)), 120, "the newest minute on chain")
+        backlog_pairs = [(r.meter_id, r.time) for r in backlog]
+        still_waiting = len(backlog) - sum(recorded(stack.community, backlog_pairs))
+        assert still_waiting >= len(backlog) // 4, f"only {still_waiting} backlog readings were still waiting"
+        assert_exactly_once(stack, backlog + newest, first_block)
+    finally:
+        gateway.stop()
+
+
 def test_two_gateways_share_the_load_exactly_once(
     stack, artifacts, mosquitto, publishers, second_gateway_key, tmp_path, topic_community
 ):
