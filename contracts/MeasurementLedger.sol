@@ -98,9 +98,9 @@ contract MeasurementLedger is CommunityRoleGuard, IMarketLedger {
     /// of a slot whose data deadline has not passed, a (meter, minute) not recorded before,
     /// |P|, |Q| ≤ MAX_ABS_POWER, V ≤ MAX_VOLTAGE_MICRO_PU and |angle| ≤ MAX_ABS_ANGLE_MICRO_DEG.
     function recordReadings(bytes calldata readings) external onlyCommunityRole(GATEWAY_ROLE) {
+        if (readings.length % READING_BYTES != 0) revert MalformedBatch(readings.length, READING_BYTES);
         uint256 count = readings.length / READING_BYTES;
         if (count == 0) revert ICommunityErrors.EmptyBatch();
-        if (readings.length % READING_BYTES != 0) revert MalformedBatch(readings.length, READING_BYTES);
         uint256 currentMinute = CommunityTime.currentMinute();
         // The run of consecutive readings of one (meter, slot) being added up, as the raw
         // SlotEnergy word (opened by reading 0, stored when the run ends).

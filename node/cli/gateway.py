@@ -198,8 +198,6 @@ def run_gateway(args: argparse.Namespace) -> int:
         raise CliError(
             f"--name must start with 'gateway' and hold letters, digits, - or _; got {args.name!r}"
         )
-    if args.share_group is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", args.share_group):
-        raise CliError(f"--share-group must be letters, digits, - or _; got {args.share_group!r}")
     settings = _mqtt_settings(args)
     community, keyring = _open_community(args)
     signer = keyring[args.name]
@@ -216,18 +214,22 @@ def run_gateway(args: argparse.Namespace) -> int:
             raise CliError(str(error)) from None
         settings = replace(settings, username=settings.username or "gateway")  # a persistent session
     policy = AcceptancePolicy(nominal_voltage_v=args.nominal_voltage, max_age_s=60 * args.max_age_minutes)
-    service = GatewayService(
-        community,
-        signer,
-        args.data_dir / args.name / "queue.sqlite",
-        settings,
-        args.community or topic_name(community.deployment.config.name),
-        policy,
-        SubmitterSettings(max_batch=args.max_batch),
-        name=args.name,
-        share_group=args.share_group,
-        max_backlog=args.max_backlog,
-    ).start()
+    try:
+        service = GatewayService(
+            community,
+            signer,
+            args.data_dir / args.name / "queue.sqlite",
+            settings,
+            args.community or topic_name(community.deployment.config.name),
+            policy,
+            SubmitterSettings(max_batch=args.max_batch),
+            name=args.name,
+            share_group=args.share_group,
+            max_backlog=args.max_backlog,
+        )
+    except ValueError as error:  # a share group the broker could not take
+        raise CliError(f"--share-group: {error}") from None
+    service.start()
     print(
         f"lec gateway: {args.name} ({signer.address}), {len(service.directory)} meters, "
         f"{subscription(service.topic_community, args.share_group)} on {settings}"

@@ -172,3 +172,20 @@ def test_readings_are_accepted_until_the_data_deadline_and_refused_after(env):
     )
     community.ledger.record_readings(gateway, late[:1])  # readings of the next slot still are taken
     assert community.ledger.slot_energy("M01", slot).readings == 1
+
+
+@pytest.mark.parametrize("length", [51, 53, 104 + 7])
+def test_a_batch_that_is_not_whole_readings_is_refused_by_length(env, length):
+    """Packed batches are 52 bytes per reading; anything else is refused before any reading
+    is looked at, by recordReadings and decodeReadings alike."""
+    ledger = env.community.ledger.contract.functions
+    raw = reading("M01", env=env).packed * 3
+    expect_revert(
+        "MalformedBatch",
+        lambda: env.client.transact(ledger.recordReadings(raw[:length]), env["gateway"]),
+        length=length,
+        readingBytes=52,
+    )
+    expect_revert(
+        "MalformedBatch", lambda: env.client.call(ledger.decodeReadings(raw[:length])), length=length
+    )

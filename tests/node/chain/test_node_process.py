@@ -4,6 +4,7 @@ HTTP, and kill -9 with nothing lost."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -122,6 +123,32 @@ def test_cast_block_number_send_and_call(node_process, artifacts):
         check=False,
     )
     assert refused.returncode != 0 and "revert" in refused.stderr.lower()
+
+
+def test_cast_alone_verifies_a_recorded_reading(node_process, artifacts):
+    """An outsider with nothing but cast: the batch event of a recordReadings transaction,
+    decoded by the ledger's own decodeReadings, shows the reading the gateway sent."""
+    url = node_process.url
+    keyring = Keyring.load_or_create(node_process.data_dir)
+    client = ChainClient.connect(url, artifacts)
+    community = Community(client, deploy_community(client, keyring["admin"], CommunityConfig()))
+    admin, member = keyring["admin"], keyring["faucet"].address
+    community.registry.grant_role(admin, Role.GATEWAY, keyring["gateway"].address)
+    community.registry.add_member(admin, member, "member")
+    community.registry.register_meter(admin, Meter("M7", 2, member, member))
+    minute = clock.minute_of(client.latest_timestamp()) - 1
+    sent = Reading("M7", clock.minute_start(minute), -4.25, 0.5, 1.031, -2.5)
+    receipt = community.ledger.record_readings(keyring["gateway"], [sent])
+    logs = json.loads(
+        cast("receipt", "--json", "0x" + bytes(receipt["transactionHash"]).hex(), "--rpc-url", url)
+    )
+    packed = cast("abi-decode", "f()(bytes)", logs["logs"][0]["data"])
+    ledger = community.ledger.contract.address
+    decoded = cast("call", ledger, "decodeReadings(bytes)((bytes32,uint32,int32,int32,uint32,int32)[])",
+                   packed, "--rpc-url", url)  # fmt: skip
+    decoded = re.sub(r" \[[^\]]*\]", "", decoded)  # cast's "[2.993e7]" annotations
+    assert f"{minute}, -4250, 500, 1031000, -2500000" in decoded, decoded
+    assert "0x" + bytes(sent.chain[0]).hex() in decoded
 
 
 def test_kill_9_and_restart_loses_nothing(tmp_path, artifacts):
