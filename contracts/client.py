@@ -261,18 +261,39 @@ class ChainClient:
         where = where or self._describe(function)
         base = {"from": signer.address, "chainId": self.chain_id}
         if gas is None:
-            try:
-                estimate = function.estimate_gas(base)
-            except Exception as error:
-                if isinstance(error, (ContractLogicError, Web3RPCError)) or revert_data(error):
-                    raise self._revert(error, where) from None
-                raise
-            gas = int(estimate * GAS_MARGIN) + GAS_MARGIN_FIXED
+            gas = self._estimate(function, base, where)
         fees = self.suggested_fees()  # always given: the client decides the fee, not each node
         with self._nonce_lock:
             nonce = self._next_nonce(signer.address)
             transaction = function.build_transaction({**base, "gas": gas, "nonce": nonce, **fees})
             return self._send_signed(transaction, signer, where)
+
+    def unsigned_transaction(self, function: Any, sender: str) -> dict[str, Any]:
+        """The transaction calling ``function`` from ``sender``, ready for the sender's own
+        wallet to sign (EIP-1559 fields, the sender's pending nonce, estimated gas); a call
+        that would revert raises ``ContractRevert`` instead."""
+        where = self._describe(function)
+        base = {"from": to_checksum_address(sender), "chainId": self.chain_id}
+        gas = self._estimate(function, base, where)
+        nonce = self.w3.eth.get_transaction_count(base["from"], "pending")
+        transaction = dict(
+            function.build_transaction({**base, "gas": gas, "nonce": nonce, **self.suggested_fees()})
+        )
+        transaction.setdefault("value", 0)
+        return transaction
+
+    def send_raw(self, raw_transaction: bytes, where: str = "transaction") -> bytes:
+        """Submit a transaction signed elsewhere; the node's refusal raises ``ChainError``
+        with the node's message."""
+        try:
+            return bytes(self.w3.eth.send_raw_transaction(raw_transaction))
+        except Web3RPCError as error:
+            message = error.rpc_response.get("error", {}).get("message") if error.rpc_response else None
+            raise ChainError(f"{where} refused by the node: {message or error}") from None
+
+    def failure(self, receipt: TxReceipt, where: str = "transaction") -> ChainError:
+        """Why the mined transaction of ``receipt`` failed (its call replayed, error decoded)."""
+        return self._replay_failure(receipt, where)
 
     def transact(self, function: Any, signer: Signer, gas: int | None = None, where: str = "") -> TxReceipt:
         """``send`` and wait for the receipt; a failed transaction raises ``ContractRevert``."""
@@ -364,6 +385,16 @@ class ChainClient:
             raise
         self._nonces[signer.address] = transaction["nonce"] + 1
         return bytes(tx_hash)
+
+    def _estimate(self, function: Any, base: dict[str, Any], where: str) -> int:
+        """Gas for ``function`` with a margin; a revert raises ``ContractRevert``."""
+        try:
+            estimate = function.estimate_gas(base)
+        except Exception as error:
+            if isinstance(error, (ContractLogicError, Web3RPCError)) or revert_data(error):
+                raise self._revert(error, where) from None
+            raise
+        return int(estimate * GAS_MARGIN) + GAS_MARGIN_FIXED
 
     def _next_nonce(self, address: str) -> int:
         if address not in self._nonces:

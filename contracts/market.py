@@ -297,8 +297,11 @@ class EnergyMarket(ContractBinding):
             receipt=receipt,
         )
 
+    def cancel_order_call(self, order_id: int) -> ContractFunction:
+        return self._function("cancelOrder", order_id)
+
     def cancel_order(self, member: Signer, order_id: int) -> Closure:
-        receipt = self._transact(member, self._function("cancelOrder", order_id))
+        receipt = self._transact(member, self.cancel_order_call(order_id))
         return self._closures(receipt)[0]
 
     def remove_order(self, operator: Signer, order_id: int) -> Closure:

@@ -14,6 +14,10 @@ from web3.types import TxReceipt
 from contracts import units
 from contracts.binding import ContractBinding
 from contracts.client import Signer
+from contracts.events import ChainEvent, EventFollower
+
+# The events a settlement transaction emits per member (settled, then paid) and per flexibility.
+SETTLEMENT_EVENTS = ("MemberSettled", "MemberPaid", "BandViolation")
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,11 @@ class Settlement(ContractBinding):
         """Move ``tokens`` of ``account`` into its deposit (approve the settlement first)."""
         return self._transact(account, self.deposit_call(tokens))
 
+    def withdraw_call(self, tokens: Decimal | str) -> ContractFunction:
+        return self._function("withdraw", units.tokens_to_units(tokens))
+
     def withdraw(self, account: Signer, tokens: Decimal | str) -> TxReceipt:
-        return self._transact(account, self._function("withdraw", units.tokens_to_units(tokens)))
+        return self._transact(account, self.withdraw_call(tokens))
 
     def deposit_of(self, account: str) -> Deposit:
         free, locked = self._view("accountOf", account)
@@ -146,42 +153,13 @@ class Settlement(ContractBinding):
     def settle(self, caller: Signer, slot: int, members: Sequence[str]) -> SettlementResult:
         """Settle ``members`` for the final ``slot``; members settled before are skipped."""
         receipt = self._transact(caller, self.settle_call(slot, members))
-        paid = {event["member"]: event for event in self._logs("MemberPaid", receipt)}
-        tokens = units.units_to_tokens
-        settled = []
-        for event in self._logs("MemberSettled", receipt):
-            payment = paid[event["member"]]
-            settled.append(
-                MemberSettlement(
-                    member=event["member"],
-                    slot=event["slot"],
-                    traded_kwh=units.wh_to_kwh(event["tradedWh"]),
-                    metered_kwh=units.watt_minutes_to_kwh(event["meteredWattMinutes"]),
-                    missing_minutes=event["missingMinutes"],
-                    imbalance_kwh=units.watt_minutes_to_kwh(event["imbalanceWattMinutes"]),
-                    charge=tokens(event["charge"]),
-                    credit=tokens(event["credit"]),
-                    penalty=tokens(event["penalty"]),
-                    paid_to_treasury=tokens(payment["paidToTreasury"]),
-                    paid_by_treasury=tokens(payment["paidByTreasury"]),
-                    debt=tokens(payment["debt"]),
-                    credit_owed=tokens(payment["credit"]),
-                )
-            )
-        violations = [
-            BandViolation(
-                flex_id=units.decode_id(event["flexibility"]),
-                slot=event["slot"],
-                owner=event["owner"],
-                outside_kwh=units.watt_minutes_to_kwh(event["outsideWattMinutes"]),
-                metered_kwh=units.watt_minutes_to_kwh(event["meteredWattMinutes"]),
-                readings=event["readings"],
-                p_min_kw=units.w_to_kw(event["pMinW"]),
-                p_max_kw=units.w_to_kw(event["pMaxW"]),
-            )
-            for event in self._logs("BandViolation", receipt)
-        ]
+        settled, violations = settlement_records(self._receipt_events(SETTLEMENT_EVENTS, receipt))
         return SettlementResult(settled, violations, receipt)
+
+    def follow_settlements(self, from_block: int) -> EventFollower[ChainEvent]:
+        """The settlement's events from ``from_block`` on (``SETTLEMENT_EVENTS``), raw;
+        ``settlement_records`` turns them into statements and violations."""
+        return self._follower(SETTLEMENT_EVENTS, from_block, lambda event: event)
 
     def is_settled(self, member: str, slot: int) -> bool:
         return self._view("isSettled", member, slot)
@@ -203,3 +181,50 @@ class Settlement(ContractBinding):
         """(charged for, credited by) the treasury in ``slot``'s settlement so far, in tokens."""
         charged, credited = self._view("slotFlows", slot)
         return units.units_to_tokens(charged), units.units_to_tokens(credited)
+
+
+def settlement_records(events: Sequence[ChainEvent]) -> tuple[list[MemberSettlement], list[BandViolation]]:
+    """Members' statements and band violations from settlement events in chain order (each
+    ``MemberSettled`` is joined with the ``MemberPaid`` of the same member and transaction)."""
+    tokens = units.units_to_tokens
+    paid = {
+        (event.transaction_hash, event.args["member"]): event.args
+        for event in events
+        if event.name == "MemberPaid"
+    }
+    settled, violations = [], []
+    for event in events:
+        args = event.args
+        if event.name == "MemberSettled":
+            payment = paid[(event.transaction_hash, args["member"])]
+            settled.append(
+                MemberSettlement(
+                    member=args["member"],
+                    slot=args["slot"],
+                    traded_kwh=units.wh_to_kwh(args["tradedWh"]),
+                    metered_kwh=units.watt_minutes_to_kwh(args["meteredWattMinutes"]),
+                    missing_minutes=args["missingMinutes"],
+                    imbalance_kwh=units.watt_minutes_to_kwh(args["imbalanceWattMinutes"]),
+                    charge=tokens(args["charge"]),
+                    credit=tokens(args["credit"]),
+                    penalty=tokens(args["penalty"]),
+                    paid_to_treasury=tokens(payment["paidToTreasury"]),
+                    paid_by_treasury=tokens(payment["paidByTreasury"]),
+                    debt=tokens(payment["debt"]),
+                    credit_owed=tokens(payment["credit"]),
+                )
+            )
+        elif event.name == "BandViolation":
+            violations.append(
+                BandViolation(
+                    flex_id=units.decode_id(args["flexibility"]),
+                    slot=args["slot"],
+                    owner=args["owner"],
+                    outside_kwh=units.watt_minutes_to_kwh(args["outsideWattMinutes"]),
+                    metered_kwh=units.watt_minutes_to_kwh(args["meteredWattMinutes"]),
+                    readings=args["readings"],
+                    p_min_kw=units.w_to_kw(args["pMinW"]),
+                    p_max_kw=units.w_to_kw(args["pMaxW"]),
+                )
+            )
+    return settled, violations

@@ -1,16 +1,20 @@
 """The ``lec up`` composition: one embedded chain and every service of a community around
-it (deployment, demo community, MQTT broker, gateway, meter simulator, OCM oracle, market
-operator with the members' agents, curtailer), each in its own thread."""
+it (deployment, the community of its configuration, MQTT broker, gateway, meter simulator,
+OCM oracle, market operator with the members' agents, curtailer), each in its own thread."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.embedded import EmbeddedChain
+
+if TYPE_CHECKING:
+    from node.config import CommunityDefinition
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +25,13 @@ class StartupError(Exception):
     """A part of the node could not start (a port taken, ...)."""
 
 
+def shipped_demo() -> CommunityDefinition:
+    """The demo community (``node/communities/demo.toml``)."""
+    from node.config import load_demo
+
+    return load_demo()
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     data_dir: Path
@@ -28,10 +39,10 @@ class NodeSettings:
     port: int = 8545
     ws_port: int | None = None  # JSON-RPC over WebSocket; None: not served
     mqtt_port: int = 1883
-    community: str = "Demo energy community"
-    slot_minutes: int = 15
+    community: CommunityDefinition = field(default_factory=shipped_demo)  # the loaded configuration
     replay_minutes: int = 5
     embedded_broker: bool = False  # the embedded amqtt broker even when Mosquitto is installed
+    api_port: int | None = 8080  # the dApp API, web pages and OpenADR 3 VTN; None: not served
 
 
 class CommunityNode:
@@ -45,14 +56,18 @@ class CommunityNode:
         self.threads: list[threading.Thread] = []
         self.broker = None
         self.gateway = None
+        self.api = None
 
     def start(self) -> None:
         from contracts.community import Community
-        from contracts.deploy import CommunityConfig, ensure_deployment
+        from contracts.deploy import ensure_deployment
         from gateway.service import GatewayService, MqttSettings, topic_name
-        from node.demo import set_up_community, write_feeder
+        from node.demo import check_sealers, prepare_feeder, set_up_community
 
         settings, chain, keyring = self.settings, self.chain, self.chain.keyring
+        definition = settings.community
+        check_sealers(definition, keyring)
+        feeder = prepare_feeder(definition, settings.data_dir)
         try:
             url = chain.serve(settings.host, settings.port)
         except OSError as error:
@@ -69,12 +84,12 @@ class CommunityNode:
                     f"{error.strerror or error}"
                 ) from None
         client = chain.client(self.artifacts)
-        config = CommunityConfig(name=settings.community, slot_minutes=settings.slot_minutes)
+        config = definition.deployment_config()
         deployment, fresh = ensure_deployment(client, keyring["admin"], settings.data_dir, config)
         community = Community(client, deployment)
-        feeder, houses = write_feeder(settings.data_dir)
-        if not community.registry.meter_ids():
-            set_up_community(community, keyring, houses)
+        set_up_community(community, keyring, definition, feeder)
+        if settings.api_port is not None:
+            self.api = self._serve_api(community, feeder.path)
 
         self.broker, gateway_mqtt, meter_login = start_broker(settings, community.registry.meter_ids())
         topic = topic_name(deployment.config.name)
@@ -82,16 +97,20 @@ class CommunityNode:
             community, keyring["gateway"], settings.data_dir / "gateway" / "queue.sqlite", gateway_mqtt, topic
         ).start()
         meters_mqtt = MqttSettings(host=settings.host, port=self.broker.port)
-        self._thread("meters", self._simulate, community, keyring, meters_mqtt, meter_login, topic, feeder)
+        self._thread(
+            "meters", self._simulate, community, keyring, meters_mqtt, meter_login, topic, feeder.path
+        )
         if meter_login is not None:
             self._thread("mqtt-logins", self._add_meter_logins, community)
-        self._thread("ocm", self._serve_ocm, community, keyring, feeder)
+        self._thread("ocm", self._serve_ocm, community, keyring, feeder.path)
         self._thread("market", self._operate_market, community, keyring)
         self._thread("curtailer", self._curtail, community, keyring)
-        self._report(url, ws_url, deployment, fresh, community, feeder, topic)
+        self._report(url, ws_url, deployment, fresh, community, feeder.path, topic)
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.api is not None:
+            self.api.stop()
         for thread in self.threads:
             thread.join(timeout=20)
         if self.gateway is not None:
@@ -101,6 +120,17 @@ class CommunityNode:
         self.chain.stop()
 
     # ----------------------------------------------------------------- services
+
+    def _serve_api(self, community, feeder: Path):
+        from node.api_service import start_api
+
+        settings = self.settings
+        try:
+            return start_api(community, settings.data_dir, settings.host, settings.api_port, feeder)
+        except OSError as error:
+            raise StartupError(
+                f"cannot serve the API on {settings.host}:{settings.api_port}: {error.strerror or error}"
+            ) from None
 
     def _thread(self, name: str, target, *arguments) -> None:
         def guarded() -> None:
@@ -141,12 +171,14 @@ class CommunityNode:
         from ocm.grid.network_io import read_network_tables
         from ocm.oracle import OcmService
 
-        OcmService(community, keyring["ocm"], read_network_tables(feeder)).run(self.stop_event)
+        status_file = self.settings.data_dir / "ocm" / "status.json"
+        service = OcmService(community, keyring["ocm"], read_network_tables(feeder), status_file=status_file)
+        service.run(self.stop_event)
 
     def _operate_market(self, community, keyring) -> None:
         from market.operator import MarketOperator
 
-        agents = demo_agents(keyring, community)
+        agents = trading_agents(self.settings.community, keyring, community)
         MarketOperator(community, keyring["operator"], agents).run(self.stop_event)
 
     def _curtail(self, community, keyring) -> None:
@@ -155,9 +187,7 @@ class CommunityNode:
         Curtailer(community, keyring["operator"]).run(self.stop_event)
 
     def _report(self, url, ws_url, deployment, fresh, community, feeder: Path, topic: str) -> None:
-        from node.demo import DEMO_FLEXIBILITIES, flexibility_meter_id
-
-        node, keyring = self.chain.node, self.chain.keyring
+        definition, node, keyring = self.settings.community, self.chain.node, self.chain.keyring
         chain_facts = (
             f"chain id {node.genesis.chain_id}, block {node.head.block_number}, period {node.period} s"
         )
@@ -169,17 +199,21 @@ class CommunityNode:
         for name, address in deployment.addresses.items():
             print(f"  {name:<18} {address}")
         meters = community.registry.meter_ids()
-        sub_meters = [flexibility_meter_id(flex.flex_id) for flex in DEMO_FLEXIBILITIES]
+        sub_meters = [flex.meter_id for flex in definition.flexibilities]
         households = len([meter for meter in meters if meter not in sub_meters])
         print(f"feeder: {feeder} ({households} household meters, {len(meters) - households} sub-meters)")
-        print("flexibilities:")
-        for flex in DEMO_FLEXIBILITIES:
+        print(f"flexibilities (from {definition.source}):")
+        for flex in definition.flexibilities:
             registered = community.registry.flexibility(flex.flex_id)
-            bounds = f"{flex.p_low_kw:g}..{flex.p_high_kw:g} kW"
-            owner = f"{flex.owner} ({keyring[flex.owner].address})"
+            bounds = f"{flex.p_min_kw:g}..{flex.p_max_kw:g} kW"
+            owner = f"{flex.owner} ({keyring[definition.member(flex.owner).key].address})"
             where = f"{flex.kind.name.lower():<10} {bounds} at bus {registered.bus}"
             print(f"  {flex.flex_id:<6} {where}, meter {registered.meter_id}, owner {owner}")
         print(f"MQTT: {describe_broker(self.broker)}, meters publish to lec/{topic}/meter/<id>/reading")
+        if self.api is not None:
+            api = self.api.url
+            print(f"API: {api}/v1 (OpenAPI {api}/openapi.json), pages {api}/member and {api}/dso", flush=True)
+            print(f"OpenADR 3 VTN for devices: {api}/openadr3/3.0.1 (lec openadr credentials FLEX_ID)")
         print("every minute: meters -> gateway -> MeasurementLedger, OCM -> CapacityLimits", flush=True)
         print("every slot: agents trade inside their bands, the operator finalizes and settles", flush=True)
         print("tightened bands: the curtailer cuts trades back inside them before delivery", flush=True)
@@ -235,14 +269,27 @@ def describe_broker(broker) -> str:
     return f"embedded broker (amqtt) on {broker.url} (no passwords, no ACL)"
 
 
-def demo_agents(keyring, community):
-    """The demo members' trading agents."""
+def trading_agents(definition: CommunityDefinition, keyring, community):
+    """The trading agents of the flexibilities that have an ``agent`` in the configuration,
+    sellers first (PV, then batteries, then EV chargers: sellers fill the book)."""
+    from contracts.registry import FlexKind
     from market.agents import BatteryOwner, EvOwner, PvProsumer
 
     slot = community.clock.slot_of(time.time())
-    return [
-        PvProsumer("dave", keyring["dave"], "PV01", surplus_kw=6.0),
-        BatteryOwner("community", keyring["community"], "BAT01", capacity_kwh=100.0, soc_kwh=50.0),
-        EvOwner("bob", keyring["bob"], "CS01", energy_kwh=20.0, deadline_slot=slot + 8),
-        EvOwner("carol", keyring["carol"], "CS02", energy_kwh=10.0, deadline_slot=slot + 12),
-    ]
+    by_kind: dict[FlexKind, list] = {FlexKind.PV: [], FlexKind.BATTERY: [], FlexKind.EV_CHARGER: []}
+    for flex in definition.flexibilities:
+        if flex.agent is None:
+            continue
+        name, flex_id, given = f"{flex.owner}/{flex.flex_id}", flex.flex_id, flex.agent
+        signer = keyring[definition.member(flex.owner).key]
+        if flex.kind == FlexKind.PV:
+            agent = PvProsumer(name, signer, flex_id, surplus_kw=given["surplus_kw"])
+        elif flex.kind == FlexKind.BATTERY:
+            agent = BatteryOwner(
+                name, signer, flex_id, capacity_kwh=given["capacity_kwh"], soc_kwh=given["soc_kwh"]
+            )
+        else:
+            deadline = slot + int(given["deadline_slots"])
+            agent = EvOwner(name, signer, flex_id, energy_kwh=given["energy_kwh"], deadline_slot=deadline)
+        by_kind[flex.kind].append(agent)
+    return [agent for agents in by_kind.values() for agent in agents]

@@ -19,6 +19,11 @@ Each cycle (one at start, then a few seconds into every minute):
    zero-width least-violating bands are published (the safest instruction there is) and
    the cycle reports the violation. Bands are rounded to whole watts inwards (P_max down,
    P_min up), so the published band lies inside the verified one.
+5. **Status.** With a ``status_file``, the cycle's status for the DSO's view (feasibility,
+   publication and why not, bus voltages and branch loadings at the operating point and at
+   the band's corners, binding limits; schema in ``ocm.status``) is written after every
+   cycle, also one that published nothing or failed. The operating point there has every
+   flexibility at its metered power (0 kW without a fresh reading of its meter).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from contracts import clock, units
 from contracts.client import ChainError, Signer
@@ -36,8 +44,10 @@ from contracts.ledger import Reading, RecordedReading
 from contracts.limits import Band
 from ocm.bands import BandResult, OcmProblem
 from ocm.flexibility import Flexibility, flexibilities_from_tables, flexible_load_by_bus
+from ocm.grid.helm import HelmSolver
 from ocm.grid.model import NetworkTables, build_grid
-from ocm.problem import OperatingPoint
+from ocm.problem import GridConstraints, OperatingPoint
+from ocm.status import grid_status, status_document, write_status
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,10 @@ class CycleOutcome:
     measured_buses: int = 0
     stale_meters: list[str] = field(default_factory=list)
     bands: list[Band] = field(default_factory=list)
+    point: OperatingPoint | None = None  # what OCM does not control
+    flexibilities: list[Flexibility] = field(default_factory=list)
+    metered_kw: list[float | None] = field(default_factory=list)  # per flexibility; None: no fresh reading
+    seconds: float = 0.0
 
 
 class OcmService:
@@ -76,11 +90,16 @@ class OcmService:
         oracle: Signer,
         tables: NetworkTables,
         settings: ServiceSettings | None = None,
+        *,
+        status_file: Path | None = None,
     ):
         self.community = community
         self.oracle = oracle
         self.settings = settings or ServiceSettings()
+        self.status_file = status_file  # None: no status written
         self.grid = build_grid(tables)
+        self._solver = HelmSolver(self.grid)  # factorised once, shared by every OcmProblem
+        self._bare: GridConstraints | None = None  # the status's load flows without flexibilities
         own = flexibilities_from_tables(tables, self.grid, allow_none=True)
         self.forecast = OperatingPoint(
             self.grid.base_load_kw - flexible_load_by_bus(tables, self.grid, own),
@@ -93,8 +112,9 @@ class OcmService:
 
     # ----------------------------------------------------------------- inputs
 
-    def registry_view(self) -> tuple[dict[str, int], set[str], list[Flexibility]]:
-        """Meters (id → bus), meters that measure a flexibility, and the active flexibilities."""
+    def registry_view(self) -> tuple[dict[str, int], dict[str, str], list[Flexibility]]:
+        """Meters (id → bus), meters that measure a flexibility (id → flexibility id), and the
+        active flexibilities."""
         community, energised = self.community, set(self.grid.bus_ids.tolist())
         meters = {}
         for meter_id in community.registry.meter_ids():
@@ -107,7 +127,7 @@ class OcmService:
                 )
                 continue
             meters[meter_id] = meter.bus
-        flexibilities, flex_meters = [], set()
+        flexibilities, flex_meters = [], {}
         for flex_id in community.registry.flexibility_ids():
             flex = community.registry.flexibility(flex_id)
             if not flex.active:
@@ -120,7 +140,7 @@ class OcmService:
                 )
                 continue
             if flex.meter_id:
-                flex_meters.add(flex.meter_id)
+                flex_meters[flex.meter_id] = flex_id
             flexibilities.append(
                 Flexibility(
                     element="registry",
@@ -150,7 +170,7 @@ class OcmService:
                 count += 1
         return count
 
-    def operating_point(self, now_minute: int, meters: dict[str, int], flex_meters: set[str]):
+    def operating_point(self, now_minute: int, meters: dict[str, int], flex_meters: dict[str, str]):
         """The operating point for ``now_minute`` and the meters that were stale."""
         p, q = self.forecast.p_kw.copy(), self.forecast.q_kvar.copy()
         by_bus: dict[int, list[str]] = {}
@@ -171,18 +191,50 @@ class OcmService:
             measured += 1
         return OperatingPoint(p, q), measured, sorted(stale)
 
+    def metered_flexibility_kw(
+        self, now_minute: int, meters: dict[str, int], flex_meters: dict[str, str], flexibilities
+    ) -> list[float | None]:
+        """Each flexibility's latest reading (P) if its meter reported within
+        ``stale_after_minutes``, else None; for the status's operating point only."""
+        oldest = clock.minute_start(now_minute - self.settings.stale_after_minutes)
+        latest = {}
+        for meter_id, flex_id in flex_meters.items():
+            reading = self._latest.get(meter_id)
+            if meter_id in meters and reading is not None and reading.time >= oldest:
+                latest[flex_id] = reading.p_kw
+        return [latest.get(flex.name) for flex in flexibilities]
+
     # ----------------------------------------------------------------- a cycle
 
     def cycle(self, now_minute: int | None = None) -> CycleOutcome:
-        """Compute and publish the bands for the minutes after ``now_minute``."""
+        """Compute and publish the bands for the minutes after ``now_minute``; then write the
+        status file (if any), whatever the cycle's outcome."""
+        started = time.perf_counter()
         if now_minute is None:
             now_minute = clock.minute_of(self.community.client.latest_timestamp())
+        outcome = CycleOutcome(now_minute, None, False, "")
+        try:
+            self._cycle(outcome)
+        except Exception as error:
+            outcome.reason = f"cycle failed: {type(error).__name__}: {error}"
+            raise
+        finally:
+            outcome.seconds = time.perf_counter() - started
+            self._write_status(outcome)
+        return outcome
+
+    def _cycle(self, outcome: CycleOutcome) -> None:
+        now_minute = outcome.minute
         meters, flex_meters, flexibilities = self.registry_view()
-        if not flexibilities:
-            return CycleOutcome(now_minute, None, False, "no active flexibility registered on this feeder")
-        self._prepare_problem(flexibilities)
         self.collect_readings()
         point, measured, stale = self.operating_point(now_minute, meters, flex_meters)
+        outcome.point, outcome.measured_buses, outcome.stale_meters = point, measured, stale
+        outcome.flexibilities = flexibilities
+        outcome.metered_kw = self.metered_flexibility_kw(now_minute, meters, flex_meters, flexibilities)
+        if not flexibilities:
+            outcome.reason = "no active flexibility registered on this feeder"
+            return
+        self._prepare_problem(flexibilities)
         if stale:
             log.warning(
                 "minute %d: stale or missing readings of %s; their buses use the forecast",
@@ -191,11 +243,11 @@ class OcmService:
             )
         s = self.settings
         result = self._problem.solve(point, objective=s.objective, seed=s.seed, warm_start=self._previous)
-        outcome = CycleOutcome(now_minute, result, False, "", measured, stale)
+        outcome.result = result
         if result.feasible and not result.verification.passed:
             outcome.reason = f"band not published: verification failed ({result.verification.summary()})"
             log.error("minute %d: %s", now_minute, outcome.reason)
-            return outcome
+            return
         self._previous = result
         start = clock.minute_start(now_minute + 1)
         end = clock.minute_start(now_minute + 1 + s.horizon_minutes)
@@ -207,7 +259,7 @@ class OcmService:
         except ChainError as error:
             outcome.reason = f"publishing failed: {error}"
             log.error("minute %d: %s", now_minute, outcome.reason)
-            return outcome
+            return
         outcome.published = True
         outcome.reason = (
             "published" if result.feasible else f"published least-violating bands: {result.message}"
@@ -222,7 +274,34 @@ class OcmService:
             measured,
             result.seconds,
         )
-        return outcome
+
+    def status(self, outcome: CycleOutcome) -> dict:
+        """The status document of ``outcome`` (``ocm.status``): three load flows in one batched
+        HELM call (the operating point and both corners of the band), or one without a band."""
+        result, band, grid = outcome.result, None, None
+        if outcome.bands:  # as published, or as it would have been (in flexibility order)
+            band = ([b.p_min_kw for b in outcome.bands], [b.p_max_kw for b in outcome.bands])
+        elif result is not None:
+            band = (result.p_min_kw.tolist(), result.p_max_kw.tolist())
+        if outcome.point is not None:  # corners: the verified band (published: inside it by < 1 W)
+            now_kw = np.array([0.0 if kw is None else kw for kw in outcome.metered_kw])
+            corners = None if result is None else (result.p_min_kw, result.p_max_kw)
+            grid = grid_status(self._constraints(outcome.flexibilities), outcome.point, now_kw, corners)
+        return status_document(
+            minute=outcome.minute,
+            computed_at=time.time(),
+            seconds=outcome.seconds,
+            published=outcome.published,
+            reason=outcome.reason,
+            objective=self.settings.objective,
+            measured_buses=outcome.measured_buses,
+            stale_meters=outcome.stale_meters,
+            flexibilities=outcome.flexibilities,
+            p_kw=outcome.metered_kw,
+            band=band,
+            result=result,
+            grid=grid,
+        )
 
     def run(self, stop: threading.Event) -> None:
         """A cycle at once (bands from the first minute on), then one a few seconds into
@@ -241,10 +320,37 @@ class OcmService:
 
     # ---------------------------------------------------------------- internals
 
+    def _write_status(self, outcome: CycleOutcome) -> None:
+        """Writes the status file; a failure is logged and never ends the cycle."""
+        if self.status_file is None:
+            return
+        started = time.perf_counter()
+        try:
+            write_status(self.status_file, self.status(outcome))
+        except Exception:
+            log.exception("minute %d: could not write the OCM status to %s", outcome.minute, self.status_file)
+            return
+        seconds = time.perf_counter() - started
+        log.debug(
+            "minute %d: status written in %.4f s (cycle %.3f s)", outcome.minute, seconds, outcome.seconds
+        )
+
+    def _constraints(self, flexibilities: list[Flexibility]) -> GridConstraints:
+        """The current problem's constraints (limits, solver) if they are for ``flexibilities``."""
+        if self._problem is not None and self._problem.flexibilities == tuple(flexibilities):
+            return self._problem.constraints
+        if flexibilities:  # not reached by ``cycle``, which prepares the problem first
+            return GridConstraints(self.grid, tuple(flexibilities), solver=self._solver)
+        if self._bare is None:
+            self._bare = GridConstraints(self.grid, (), solver=self._solver)
+        return self._bare
+
     def _prepare_problem(self, flexibilities: list[Flexibility]) -> None:
         definitions = tuple(flexibilities)
         if self._problem is None or definitions != self._problem.flexibilities:
-            self._problem = OcmProblem(self.grid, definitions, samples=self.settings.samples)
+            self._problem = OcmProblem(
+                self.grid, definitions, samples=self.settings.samples, solver=self._solver
+            )
             self._previous = None
             names = ", ".join(flex.name for flex in definitions)
             log.info("OCM set up for %d flexibilities: %s", len(definitions), names)

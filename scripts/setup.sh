@@ -44,8 +44,9 @@ if ! stamp_ok node_modules/.lec-installed package-lock.json; then
   write_stamp node_modules/.lec-installed package-lock.json
 fi
 
-# Debian packages some tests need (a real MQTT broker); installed when we may, else skipped.
-SYSTEM_PACKAGES=(mosquitto)
+# Debian packages some tests need (a real MQTT broker; a real browser for the web pages);
+# installed when we may, else the tests that need them are skipped.
+SYSTEM_PACKAGES=(mosquitto chromium)
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do
   command -v "$package" >/dev/null 2>&1 || [ -x "/usr/sbin/$package" ] || missing+=("$package")

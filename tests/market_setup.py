@@ -98,9 +98,13 @@ class MarketEnv:
         """A slot ``ahead`` slots after the current one (its gate is open), with OCM bands at
         the hardware bounds of every flexibility published for it."""
         slot = self.bare_slot(ahead)
+        self.publish_hardware_bands(slot)
+        return slot
+
+    def publish_hardware_bands(self, slot: int) -> None:
+        """OCM bands at the hardware bounds of every flexibility for ``slot``."""
         for flex, (_, _, low, high, _) in FLEXIBILITIES.items():
             self.publish_band(flex, slot, units.kw_to_w(low), units.kw_to_w(high))
-        return slot
 
     def travel(self, timestamp: int) -> None:
         """Make the next block have ``timestamp`` (if it is later than now)."""

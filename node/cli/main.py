@@ -12,6 +12,7 @@ from node.cli.errors import CliError
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
 SUBCOMMAND_MODULES = [
     "node.cli.up",
+    "node.cli.status",
     "node.cli.node",
     "node.cli.contracts",
     "node.cli.loadflow",
@@ -21,6 +22,8 @@ SUBCOMMAND_MODULES = [
     "node.cli.market",
     "node.cli.network",
     "node.cli.mqtt",
+    "node.cli.api",
+    "node.cli.openadr",
 ]
 
 QUIET_LIBRARIES = ("web3", "urllib3", "eth", "asyncio", "numba", "matplotlib", "PIL", "pandapower")
@@ -34,6 +37,7 @@ voltages and lines within their limits; meters report P, Q, V and angle every mi
 
 Start here:
   lec up                       run the whole community node on embedded defaults
+  lec status                   what a running node is doing (head, readings, bands, orders)
   lec node start               run only the proof-of-authority chain (JSON-RPC)
   lec contracts build          compile the Solidity contracts (offline, cached)
   lec loadflow NET.json        HELM load flow of a pandapower network
@@ -42,6 +46,8 @@ Start here:
   lec gateway run              the MQTT meter gateway (readings -> chain)
   lec market operate|curtail   the market operator, the curtailer
   lec mqtt password METER_ID   a meter's MQTT password for lec up's Mosquitto
+  lec api                      the dApp HTTP API, web pages and OpenADR 3 VTN of a community
+  lec openadr credentials ID   a device's OpenADR 3 client id and secret
 
 Every subcommand has its own --help with examples.
 """

@@ -74,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         samples=args.samples,
     )
-    service = OcmService(community, keyring["ocm"], tables, settings)
+    service = OcmService(
+        community, keyring["ocm"], tables, settings, status_file=args.data_dir / "ocm" / "status.json"
+    )
     if args.once:
         outcome = service.cycle()
         print(f"minute {outcome.minute}: {outcome.reason}")

@@ -1,4 +1,5 @@
-"""``lec up``: the whole community node on embedded defaults, in one process."""
+"""``lec up``: the whole community node on embedded defaults, in one process, for the
+community of a configuration file (by default the shipped demo)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ Run the community node on embedded defaults, in one process:
              127.0.0.1:8545) and WebSocket with eth_subscribe (default 8546,
              --no-ws: none);
   contracts  built and deployed on first start (DATA_DIR/deployment.json, reused after);
-  community  a demo community on a real feeder (pandapower's Kerber Dorfnetz, written to
-             DATA_DIR/feeder.json): 57 household meters, a community battery, two EV
-             chargers, a PV system and a heat pump owned by four members, each
-             flexibility with its own sub-meter; members trade from deposits;
+  community  the community of --config FILE (TOML: name, slot length, feeder, members,
+             meters, flexibilities, prices, tokens; README.md "Community
+             configuration"), by default the demo (node/communities/demo.toml): a real
+             feeder (pandapower's Kerber Dorfnetz, written to DATA_DIR/feeder.json), 57
+             household meters, a community battery, two EV chargers, a PV system and a
+             heat pump owned by four members, each flexibility with its own sub-meter;
+             members trade from deposits. First start: everything is registered; later
+             starts register only what the file adds (nothing twice) and refuse a change
+             the chain cannot take (slot length, a meter's bus, ...) naming the key;
   broker     Mosquitto as the MQTT broker (default 127.0.0.1:1883), no anonymous
              clients: a login per meter (user name = meter id) and for the gateway,
              an ACL that lets a meter publish only its own readings, persistent
@@ -35,15 +41,24 @@ Run the community node on embedded defaults, in one process:
              profiles, PV, V and angle from a load flow of the feeder);
   OCM        every minute, capacity bands from the measured grid state, published to
              CapacityLimits;
-  market     the members' agents trade each 15-minute slot inside their published
-             bands; the operator closes gates, finalizes slots (trades cut to the
-             bands in force) and settles them against the meters.
+  market     the members' agents trade each slot inside their published bands; the
+             operator closes gates, finalizes slots (trades cut to the bands in force)
+             and settles them against the meters;
+  API        the dApp HTTP API (default 127.0.0.1:8080, --no-api: none): /v1 with
+             OpenAPI at /openapi.json, Sign-In with Ethereum for members' own data,
+             transactions signed in the member's wallet; the members' page /member and
+             the DSO's page /dso; the OpenADR 3 VTN for devices at /openadr3/3.0.1
+             (docs/api.md, docs/openadr.md).
 Stop with Ctrl-C; start again with the same data directory and it continues where it
 stopped. Keys live in DATA_DIR/keys.json (mode 0600) and are never printed.
+--community and --slot-minutes override the file's name and slot length; both are fixed
+once deployed, so later starts with the same data directory must give the same values.
 
 examples:
   lec up
-  lec up --data-dir /srv/lec --port 8600 --ws-port 8601 --mqtt-port 1884
+  lec up --config my-community.toml --data-dir .lec/my-community
+  lec up --slot-minutes 5 --data-dir .lec/fast   the demo with 5-minute market slots
+  lec up --data-dir /srv/lec --port 8600 --ws-port 8601 --mqtt-port 1884 --api-port 8602
   lec up --embedded-broker       the embedded MQTT broker even when Mosquitto is installed
   lec -q up                      only warnings in the log
 """
@@ -67,13 +82,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--mqtt-port", type=int, default=1883, help="MQTT broker port (default: 1883; 0: free)"
     )
     parser.add_argument(
+        "--api-port", type=int, default=8080, help="HTTP API and web pages port (default: 8080; 0: free)"
+    )
+    parser.add_argument("--no-api", action="store_true", help="do not serve the HTTP API")
+    parser.add_argument(
         "--embedded-broker",
         action="store_true",
         help="run the embedded MQTT broker (amqtt: no passwords, no ACL) instead of Mosquitto",
     )
-    parser.add_argument("--community", default="Demo energy community", help="community name (first start)")
     parser.add_argument(
-        "--slot-minutes", type=int, default=15, help="market slot length, 1..64 (first start)"
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="community configuration (TOML; default: the demo, node/communities/demo.toml)",
+    )
+    parser.add_argument("--community", metavar="NAME", help="community name (overrides the file's)")
+    parser.add_argument(
+        "--slot-minutes", type=int, metavar="N", help="market slot length, 1..64 (overrides the file's)"
     )
     parser.add_argument(
         "--replay-minutes",
@@ -88,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from contracts.build import CompileError, build_contracts
     from contracts.client import ChainError
     from node.composition import CommunityNode, NodeSettings, StartupError
+    from node.config import load_community, load_demo
     from node.embedded import open_embedded_chain, tune_for_serving
 
     for name, value, low, high in (
@@ -95,10 +121,13 @@ def run(args: argparse.Namespace) -> int:
         ("--port", args.port, 0, 65535),
         ("--ws-port", args.ws_port, 0, 65535),
         ("--mqtt-port", args.mqtt_port, 0, 65535),
+        ("--api-port", args.api_port, 0, 65535),
         ("--replay-minutes", args.replay_minutes, 0, 1440),
     ):
-        if not low <= value <= high:
+        if value is not None and not low <= value <= high:
             raise CliError(f"{name} must be {low}..{high}, got {value}")
+    definition = load_community(args.config) if args.config is not None else load_demo()
+    definition = definition.with_overrides(name=args.community, slot_minutes=args.slot_minutes)
     stop = shutdown_requested()
     try:
         build = build_contracts()
@@ -115,10 +144,10 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         ws_port=None if args.no_ws else args.ws_port,
         mqtt_port=args.mqtt_port,
-        community=args.community,
-        slot_minutes=args.slot_minutes,
+        community=definition,
         replay_minutes=args.replay_minutes,
         embedded_broker=args.embedded_broker,
+        api_port=None if args.no_api else args.api_port,
     )
     node = CommunityNode(chain, build.artifacts, settings)
     try:

@@ -25,8 +25,8 @@ def agents_for(env, slot: int) -> list:
 def test_the_operator_trades_the_next_open_slot_then_closes_finalizes_and_settles_it(env):
     clock, market = env.community.clock, env.community.market
     slot = env.open_slot(2)
-    for ahead in (3, 4):  # the slots the agents trade (a flexibility trades only with its band published)
-        env.open_slot(ahead)
+    for later in (slot + 1, slot + 2):  # the slots the agents trade (a flexibility needs its band published)
+        env.publish_hardware_bands(later)  # from ``slot``: the chain clock may pass a slot boundary
     now = clock.start(slot) - 60  # a minute before delivery: the slot's gate (5 min) has closed
     env.travel(now)
     operator = MarketOperator(env.community, env["operator"], agents_for(env, slot))

@@ -41,9 +41,12 @@ def test_unknown_subcommand_is_a_usage_error():
     assert completed.returncode == 2 and "invalid choice" in completed.stderr
 
 
-def run_up_until_ready(data_dir, port, mqtt_port, *extra, options=()) -> tuple[subprocess.Popen, list[str]]:
+def run_up_until_ready(
+    data_dir, port, mqtt_port, *extra, options=(), api_port=None
+) -> tuple[subprocess.Popen, list[str]]:
     command = [sys.executable, "-m", "node.cli.main", *extra, "up", "--data-dir", str(data_dir),
-               "--port", str(port), "--ws-port", "0", "--mqtt-port", str(mqtt_port), *options]  # fmt: skip
+               "--port", str(port), "--ws-port", "0", "--mqtt-port", str(mqtt_port),
+               "--api-port", str(api_port or free_port()), *options]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -81,9 +84,10 @@ def wait_for_events(client, deployment, wanted, timeout=600):
 
 
 def test_up_runs_the_whole_community_and_keeps_keys_secret(tmp_path, artifacts):
-    data_dir, port, mqtt_port = tmp_path / "community", free_port(), free_port()
-    process, lines = run_up_until_ready(data_dir, port, mqtt_port, "-v")
+    data_dir, port, mqtt_port, api_port = tmp_path / "community", free_port(), free_port(), free_port()
+    process, lines = run_up_until_ready(data_dir, port, mqtt_port, "-v", api_port=api_port)
     try:
+        check_api(f"http://127.0.0.1:{api_port}", data_dir)
         if MosquittoBroker.available():  # the broker is Mosquitto, a process of its own
             pid = int((data_dir / "mosquitto" / "mosquitto.pid").read_text())
             assert b"mosquitto" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -127,6 +131,38 @@ def test_up_runs_the_whole_community_and_keeps_keys_secret(tmp_path, artifacts):
         assert secret.hex() not in shown
         for user in users:
             assert derive_password(secret, "gateway" if user == "gateway" else "meter", user) not in shown
+
+
+def check_api(url: str, data_dir: Path) -> None:
+    """The API of ``lec up``: the community, the feeder drawn from its network, both pages,
+    and a device's OpenADR 3 token from the credentials ``lec openadr credentials`` prints."""
+    import httpx
+
+    community = httpx.get(f"{url}/v1/community", timeout=30).json()
+    assert community["name"] == "Demo energy community" and community["slot_minutes"] == 15
+    feeder = httpx.get(f"{url}/v1/feeder", timeout=30).json()
+    assert len(feeder["buses"]) == 116 and {f["flex_id"] for f in feeder["flexibilities"]} >= {
+        "BAT01",
+        "CS01",
+    }
+    for page in ("/member", "/dso"):
+        answer = httpx.get(url + page, timeout=30)
+        assert answer.status_code == 200 and "<html" in answer.text.lower()
+    printed = lec("openadr", "credentials", "CS01", "--data-dir", str(data_dir))
+    assert printed.returncode == 0, printed.stderr
+    secret = printed.stdout.split("client_secret:")[1].split()[0]
+    token = httpx.post(
+        f"{url}/openadr3/3.0.1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": "CS01", "client_secret": secret},
+        timeout=30,
+    )
+    assert token.status_code == 200 and token.json()["token_type"].lower() == "bearer"
+    events = httpx.get(
+        f"{url}/openadr3/3.0.1/events",
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        timeout=30,
+    )
+    assert events.status_code == 200 and [event["id"] for event in events.json()] == ["band-CS01"]
 
 
 def test_up_bad_options_are_clear_errors(tmp_path):

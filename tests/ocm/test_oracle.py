@@ -7,10 +7,12 @@ import threading
 import time
 from dataclasses import replace
 
+import numpy as np
 import pandapower as pp
 import pytest
 
 from contracts import clock
+from contracts.client import ChainError
 from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
 from contracts.ledger import Reading
@@ -67,10 +69,15 @@ def deployed(artifacts, feeder_file, chain):
     return chain, community, keyring
 
 
-def record(community, keyring, minute, ul01_kw, ul02_kw):
+def record(community, keyring, minute, ul01_kw, ul02_kw, **flexibility_kw):
+    """Readings of UL01 and UL02 (Q = 0) and of the flexibilities' meters given as
+    ``CS01=5.0``."""
     readings = [
         Reading("UL01", clock.minute_start(minute), ul01_kw, 0.0, 0.99, 0.0),
         Reading("UL02", clock.minute_start(minute), ul02_kw, 0.0, 0.98, 0.0),
+    ] + [
+        Reading(f"M-{flex_id}", clock.minute_start(minute), kw, 0.0, 0.98, 0.0)
+        for flex_id, kw in flexibility_kw.items()
     ]
     community.ledger.record_readings(keyring["gateway"], readings)
 
@@ -79,10 +86,14 @@ def chain_minute(community):
     return clock.minute_of(community.client.latest_timestamp())
 
 
-def service_for(deployed, feeder_file, **settings):
+def service_for(deployed, feeder_file, status_file=None, **settings):
     _, community, keyring = deployed
     return OcmService(
-        community, keyring["ocm"], read_network_tables(feeder_file[0]), ServiceSettings(**settings)
+        community,
+        keyring["ocm"],
+        read_network_tables(feeder_file[0]),
+        ServiceSettings(**settings),
+        status_file=status_file,
     )
 
 
@@ -151,17 +162,21 @@ def test_run_publishes_at_once_and_stops_when_told(deployed, feeder_file):
     assert not runner.is_alive()
 
 
-def test_high_load_publishes_the_least_violating_zero_width_band(deployed, feeder_file):
+def test_high_load_publishes_the_least_violating_zero_width_band(deployed, feeder_file, tmp_path):
     _, community, keyring = deployed
     now = chain_minute(community)
     record(community, keyring, now - 1, 95.0, 8.0)
-    outcome = service_for(deployed, feeder_file).cycle(now)
+    outcome = service_for(deployed, feeder_file, tmp_path / "status.json").cycle(now)
     assert outcome.published and not outcome.result.feasible
     assert all((b.p_min_kw, b.p_max_kw) == (0.0, 0.0) for b in outcome.bands)
     assert "least-violating" in outcome.reason
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["published"] and status["feasible"] is False and "least-violating" in status["reason"]
+    violated = [b for b in status["binding"] if b["value"] < b["limit"]]  # beyond the limit
+    assert violated and violated[0]["kind"] == "voltage_min" and violated[0]["element"] == "bus"
 
 
-def test_a_band_that_failed_verification_is_never_published(deployed, feeder_file, monkeypatch):
+def test_a_band_that_failed_verification_is_never_published(deployed, feeder_file, monkeypatch, tmp_path):
     _, community, keyring = deployed
     now = chain_minute(community)
     record(community, keyring, now - 1, 5.0, 5.0)
@@ -173,9 +188,15 @@ def test_a_band_that_failed_verification_is_never_published(deployed, feeder_fil
 
     monkeypatch.setattr(OcmProblem, "solve", failing_verification)
     before = community.client.w3.eth.get_transaction_count(keyring["ocm"].address)
-    outcome = service_for(deployed, feeder_file).cycle(now)
+    status_file = tmp_path / "ocm" / "status.json"
+    outcome = service_for(deployed, feeder_file, status_file).cycle(now)
     assert not outcome.published and "verification failed" in outcome.reason
     assert community.client.w3.eth.get_transaction_count(keyring["ocm"].address) == before
+    status = json.loads(status_file.read_text())
+    assert status["published"] is False and "verification failed" in status["reason"]
+    assert status["verification"]["passed"] is False and status["verification"]["message"] == "forced"
+    assert [f["p_max_kw"] for f in status["flexibilities"]] == pytest.approx(outcome.result.p_max_kw)
+    assert all(bus["vm_pu_at_pmax"] is not None for bus in status["buses"])
 
 
 def test_oracle_command_line_errors(tmp_path, feeder_file, capsys):
@@ -206,3 +227,124 @@ def test_oracle_once_publishes_through_json_rpc(deployed, feeder_file, tmp_path,
     out = capsys.readouterr().out
     assert code == 0, out
     assert "published" in out and "CS01" in out and "CS02" in out
+    status = json.loads((tmp_path / "ocm" / "status.json").read_text())  # for the DSO's view
+    assert status["published"] and [f["flex_id"] for f in status["flexibilities"]] == ["CS01", "CS02"]
+
+
+# ------------------------------------------------------------------ the status file (issue 14)
+
+
+def test_status_file_describes_the_cycle_and_agrees_with_pandapower(deployed, feeder_file, tmp_path):
+    _, community, keyring = deployed
+    _, net = feeder_file
+    now = chain_minute(community)
+    record(community, keyring, now - 1, 8.0, 8.0, CS01=5.0)  # CS01's meter: 5 kW now
+    status_file = tmp_path / "ocm" / "status.json"
+    outcome = service_for(deployed, feeder_file, status_file).cycle(now)
+    assert outcome.published and outcome.result.feasible
+    status = json.loads(status_file.read_text())
+    assert not list(status_file.parent.glob(".*.tmp")), "the temporary file is replaced"
+
+    assert status["version"] == 1 and status["minute"] == now and status["objective"] == "sum"
+    assert status["published"] and status["feasible"] and status["reason"] == "published"
+    assert status["seconds"] >= status["solve_seconds"] > 0 and status["computed_at"] > 1.6e9
+    assert status["measured_buses"] == 2 and status["stale_meters"] == {"count": 0, "first": []}
+    assert status["verification"]["passed"] and status["verification"]["failures"] == 0
+    flexibilities = {f["flex_id"]: f for f in status["flexibilities"]}
+    for band in outcome.bands:
+        flex = flexibilities[band.flex_id]
+        assert (flex["p_min_kw"], flex["p_max_kw"]) == (band.p_min_kw, band.p_max_kw)
+        assert (flex["p_low_kw"], flex["p_high_kw"]) == (0.0, 22.0)
+    assert (flexibilities["CS01"]["p_kw"], flexibilities["CS01"]["metered"]) == (5.0, True)
+    assert (flexibilities["CS02"]["p_kw"], flexibilities["CS02"]["metered"]) == (0.0, False)
+
+    buses = {b["bus"]: b for b in status["buses"]}
+    assert sorted(buses) == sorted(net.bus.index)
+    branches = {(b["kind"], b["index"]): b for b in status["branches"]}
+    assert sorted(branches) == sorted(
+        [("line", i) for i in net.line.index] + [("trafo", i) for i in net.trafo.index]
+    )
+    for bus in buses.values():  # every flexibility consumes: P_max lowers, P_min raises voltages
+        assert bus["vm_pu_at_pmax"] <= bus["vm_pu"] + 1e-9 <= bus["vm_pu_at_pmin"] + 2e-9
+        assert (bus["min_vm_pu"], bus["max_vm_pu"]) == (0.95, 1.05)
+    for branch in branches.values():
+        assert branch["loading_percent"] <= branch["loading_percent_at_corners"] + 1e-6
+        assert branch["limit_percent"] == 100.0
+    lowest = min(buses.values(), key=lambda b: b["vm_pu_at_pmax"])
+    assert lowest["vm_pu_at_pmax"] == pytest.approx(outcome.result.v_min_pu_at_pmax, abs=1e-6)
+
+    # CS02's P_max (below its 22 kW) is set by the feeder end's lower voltage limit
+    assert outcome.result.p_max_kw[1] < 21.0
+    binding = status["binding"][0]
+    assert (binding["kind"], binding["element"], binding["index"], binding["corner"]) == (
+        "voltage_min",
+        "bus",
+        lowest["bus"],
+        "pmax",
+    )
+    assert binding["limit"] == 0.95 and binding["value"] == pytest.approx(0.95, abs=2e-4)
+    assert lowest["bus"] == int(net.bus.index[net.bus.name == "Bus05"][0])
+    assert all(b["kind"] != "loading" for b in status["binding"])
+
+    # the operating point and both corners against pandapower
+    p_max = dict(zip(("CS01", "CS02"), outcome.result.p_max_kw, strict=True))
+    p_min = dict(zip(("CS01", "CS02"), outcome.result.p_min_kw, strict=True))
+    for column, flex_kw in (
+        ("vm_pu", {"CS01": 5.0, "CS02": 0.0}),
+        ("vm_pu_at_pmax", p_max),
+        ("vm_pu_at_pmin", p_min),
+    ):
+        copy = pp.from_json_string(pp.to_json(net))
+        for name, kw in {"UL01": 8.0, "UL02": 8.0, **flex_kw}.items():
+            copy.load.loc[copy.load.name == name, ["p_mw", "q_mvar"]] = (kw / 1e3, 0.0)
+        pp.runpp(copy, tolerance_mva=1e-10)
+        ours = np.array([buses[b][column] for b in copy.res_bus.index])
+        np.testing.assert_allclose(ours, copy.res_bus.vm_pu, rtol=0, atol=1e-4)
+        if column == "vm_pu":
+            for kind in ("line", "trafo"):
+                theirs = copy[f"res_{kind}"].loading_percent
+                ours = np.array([branches[(kind, i)]["loading_percent"] for i in theirs.index])
+                np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-2)
+
+
+def test_status_is_written_when_nothing_is_published(deployed, feeder_file, tmp_path, monkeypatch):
+    _, community, keyring = deployed
+    now = chain_minute(community)
+    record(community, keyring, now - 1, 8.0, 8.0)
+    status_file = tmp_path / "status.json"
+    service = service_for(deployed, feeder_file, status_file)
+
+    def refused(*args, **kwargs):
+        raise ChainError("the node refused the transaction")
+
+    with monkeypatch.context() as patch:  # publishing fails: the computed band is still shown
+        patch.setattr(community.limits, "publish_bands", refused)
+        outcome = service.cycle(now)
+    status = json.loads(status_file.read_text())
+    assert not outcome.published and status["published"] is False and status["feasible"] is True
+    assert status["reason"] == "publishing failed: the node refused the transaction"
+    assert [f["p_max_kw"] for f in status["flexibilities"]] == [b.p_max_kw for b in outcome.bands]
+    assert status["binding"] and all(b["vm_pu_at_pmax"] is not None for b in status["buses"])
+
+    meters, _, _ = service.registry_view()
+    with monkeypatch.context() as patch:  # no flexibility: the operating point alone
+        patch.setattr(service, "registry_view", lambda: (meters, {}, []))
+        outcome = service.cycle(now)
+    status = json.loads(status_file.read_text())
+    assert outcome.result is None and status["published"] is False
+    assert status["reason"] == "no active flexibility registered on this feeder"
+    assert status["feasible"] is None and status["verification"] is None and status["flexibilities"] == []
+    assert status["measured_buses"] == 2 and status["binding"] == []
+    assert all(b["vm_pu"] is not None and b["vm_pu_at_pmax"] is None for b in status["buses"])
+    assert all(b["loading_percent"] is not None for b in status["branches"])
+
+    def chain_gone():
+        raise ConnectionError("the chain is gone")
+
+    with monkeypatch.context() as patch, pytest.raises(ConnectionError):  # a failed cycle
+        patch.setattr(service, "collect_readings", chain_gone)
+        service.cycle(now + 1)
+    status = json.loads(status_file.read_text())
+    assert status["minute"] == now + 1 and status["published"] is False
+    assert status["reason"] == "cycle failed: ConnectionError: the chain is gone"
+    assert status["buses"] == [] and status["flexibilities"] == []
