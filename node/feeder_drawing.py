@@ -14,10 +14,10 @@ from ocm.grid.network_io import read_network_tables
 
 def feeder_drawing(path: Path) -> Feeder:
     """The drawing of the network file at ``path`` (pandapower JSON or the native format)."""
-    return drawing_of(read_network_tables(path))
+    return drawing_of(read_network_tables(path), Path(path).stem)
 
 
-def drawing_of(tables: NetworkTables) -> Feeder:
+def drawing_of(tables: NetworkTables, fallback_name: str = "feeder") -> Feeder:
     branches = [
         FeederBranch(
             "line", int(index), int(row.from_bus), int(row.to_bus), str(row.get("name") or f"line {index}")
@@ -41,7 +41,7 @@ def drawing_of(tables: NetworkTables) -> Feeder:
         )
         for index, row in tables.bus.iterrows()
     ]
-    return Feeder(tables.name or "feeder", buses, branches)
+    return Feeder(tables.name or fallback_name, buses, branches)
 
 
 def _geodata(tables: NetworkTables) -> dict[int, tuple[float, float]] | None:

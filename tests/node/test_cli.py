@@ -170,3 +170,15 @@ def test_up_bad_options_are_clear_errors(tmp_path):
     assert completed.returncode == 2 and "--slot-minutes must be 1..64" in completed.stderr
     completed = lec("up", "--data-dir", str(tmp_path), "--mqtt-port", "70000")
     assert completed.returncode == 2 and "--mqtt-port must be 0..65535" in completed.stderr
+
+
+def test_api_and_openadr_bad_options_are_clear_errors(tmp_path):
+    completed = lec("api", "--data-dir", str(tmp_path), "--port", "70000")
+    assert completed.returncode == 2 and "--port must be 0..65535, got 70000" in completed.stderr
+    completed = lec("api", "--data-dir", str(tmp_path), "--network", str(tmp_path / "nope.json"))
+    assert completed.returncode == 2 and "--network: no such file" in completed.stderr
+    completed = lec("api", "--data-dir", str(tmp_path), "--port", "0")
+    assert completed.returncode == 2 and "no community deployment recorded" in completed.stderr
+    completed = lec("openadr", "credentials", "CS01", "--data-dir", str(tmp_path))
+    assert completed.returncode == 2 and "api-secret" in completed.stderr
+    assert "Traceback" not in completed.stderr
