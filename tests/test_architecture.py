@@ -25,15 +25,25 @@ ALLOWED: dict[str, set[str]] = {
     # physics: pure computation
     "ocm.grid": set(),
     "ocm": {"ocm.grid"},
+    "market.pricing": set(),  # TFM/DT clearing: pure computation
     # the contracts' Python face
     "contracts": set(),
     # services
     "gateway": {"contracts"},
-    "market": {"contracts"},
+    "market": {"contracts", "market.pricing"},
     "ocm.oracle": {"contracts", "ocm", "ocm.grid"},
     # the node on top
     "node.chain": set(),
-    "node": {"contracts", "ocm", "ocm.grid", "ocm.oracle", "gateway", "market", "node.chain"},
+    "node": {
+        "contracts",
+        "ocm",
+        "ocm.grid",
+        "ocm.oracle",
+        "gateway",
+        "market",
+        "market.pricing",
+        "node.chain",
+    },
 }
 
 # Raw web3 contract access (ABI names) is the contracts package's business alone.
