@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from contracts.paths import NODE_MODULES
 from gateway.api import problems
 from gateway.api.context import ApiContext
-from gateway.api.limits import RateLimiter
+from gateway.api.limits import BodyGuard, RateLimiter
 from gateway.api.routes import auth, dso, member, operator, public
 
 WEB = Path(__file__).parent / "web"
@@ -43,6 +43,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.state.context = context
     problems.install(app)
     _install_limits_and_metrics(app, context)
+    app.add_middleware(BodyGuard, refuse=_refusal)
     for module in (public, auth, member, dso, operator):
         app.include_router(module.router(context), prefix="/v1")
     app.include_router(member.relay_router(context), prefix="/v1")
@@ -101,6 +102,11 @@ def _install_limits_and_metrics(app: FastAPI, context: ApiContext) -> None:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _refusal(status: int, title: str, detail: str, scope) -> Response:
+    kind = "request-too-large" if status == 413 else "invalid-request"
+    return problems.problem_response(status, title, detail, kind, scope.get("path", ""))
 
 
 def _route_template(request: Request) -> str:

@@ -467,3 +467,14 @@ def test_the_dso_reads_the_oracles_last_cycle(api, world, tmp_path):
     bands = api.get("/v1/dso/bands", headers=dso).json()
     assert {f["flex_id"] for f in bands["flexibilities"]} == {"BAT01", "EV01"}
     assert api.get("/v1/dso/violations", headers=dso).json() == []
+
+
+def test_nested_and_huge_bodies_are_refused_before_they_are_parsed(api):
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads of this would crash the process, not raise
+    answer = api.post("/v1/tx", content=deep, headers={"content-type": "application/json"})
+    assert "nested deeper" in is_problem(answer, 400)["detail"]
+    huge = '{"raw": "0x' + "ab" * 300_000 + '"}'
+    assert "at most" in is_problem(api.post("/v1/tx", content=huge), 413)["detail"]
+    token = {"grant_type": "client_credentials", "client_id": "EV01", "client_secret": "x" * 600_000}
+    is_problem(api.post("/openadr3/3.0.1/auth/token", data=token), 413)
+    assert api.get("/health").status_code == 200  # the server is still there
