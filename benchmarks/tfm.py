@@ -2,11 +2,13 @@
 market operator and DSO, on seeded random markets of 100 and 1,000 bids (market.pricing.synthetic:
 two load-point groups, two congestion hours, payback hours limited by one feeder limit per
 group). Central is measured in the same run as the baseline; the ratio is ADMM / central.
-``--quick``: 20 and 100 bids, for a smoke run."""
+Then the dynamic tariffs' solve time for 100 and 1,000 devices over 24 hours (benchmarks/dt.py).
+``--quick``: 20 and 100 bids (and devices), for a smoke run."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from functools import partial
@@ -52,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
             f"{size:>6} {central_time:>10.4f} {admm_time:>9.3f} {admm.iterations:>6} "
             f"{admm_time / central_time:>7.1f} {gap:>14.2e} {worst:>9.1e}{flag}"
         )
+    print("\ndynamic tariffs (benchmarks/dt.py):")
+    dynamic_tariffs = importlib.util.spec_from_file_location("dt_benchmark", HERE / "dt.py")
+    module = importlib.util.module_from_spec(dynamic_tariffs)
+    dynamic_tariffs.loader.exec_module(module)
+    module.main([*(["--quick"] if args.quick else []), "--seed", str(args.seed)])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
 import {CommunityTime} from "./CommunityTime.sol";
 import {ICommunityErrors} from "./ICommunityErrors.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
+import {IDynamicTariff} from "./IDynamicTariff.sol";
 import {IEnergyMarket} from "./IEnergyMarket.sol";
 import {IMarketLedger} from "./IMarketLedger.sol";
 import {IMarketLimits} from "./IMarketLimits.sol";
@@ -36,6 +37,13 @@ import {IMarketVault} from "./IMarketVault.sol";
 /// - each flexibility's own meter is checked against its tightest band: energy above
 ///   `P_max · minutes` or below `P_min · minutes` is recorded as a violation and charged at
 ///   the penalty price, so trading around a band through another meter does not pay;
+/// - the DSO's dynamic tariff (`IDynamicTariff`) of each meter's bus in the hour the slot
+///   starts in is charged on that meter's positive metered energy (consumption, missing
+///   minutes counted at `missingMinuteW`; `ceil(E · tariff / 60000)`); net injection is
+///   neither charged nor credited. It is owed to the tariff's `payee` (the DSO's account):
+///   paid from the member's free deposit into the payee's deposit, the rest recorded as
+///   `tariffDebtOf` and collected, after the treasury's debt, like any debt. Slots that do not
+///   start on the hour (slot lengths not dividing 60) take the tariff of the hour they start in;
 /// - the trades' money moves inside the deposits: the buyer's locked `paid` leaves it, the
 ///   seller's `proceeds` and collateral become free. What the treasury owes and cannot pay
 ///   from its deposit is recorded and claimable later (`claimCredit`).
@@ -93,6 +101,8 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
     IMarketLimits public immutable limits;
     IERC20 public immutable token;
     IEnergyMarket public immutable market;
+    /// @notice The DSO's dynamic tariffs charged on metered consumption.
+    IDynamicTariff public immutable tariff;
 
     Terms[] private _terms;
     TreasuryChange[] private _treasuries;
@@ -104,6 +114,10 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
     mapping(address member => uint256 amount) public debtOf;
     /// @notice What the treasury owes `member` and could not pay yet.
     mapping(address member => uint256 amount) public creditOf;
+    /// @notice What `member` owes the tariff payee and could not pay yet.
+    mapping(address member => uint256 amount) public tariffDebtOf;
+    /// @notice Tariff charged to members in `slot`'s settlement so far (token units).
+    mapping(uint32 slot => uint256 amount) public tariffCharged;
 
     event Deposited(address indexed account, uint256 amount, uint256 debtPaid);
     event Withdrawn(address indexed account, uint256 amount);
@@ -138,6 +152,22 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
         uint256 debt,
         uint256 credit
     );
+    /// @notice `member`'s meter `meter` at `bus` consumed `wattMinutes` (W·min, missing minutes
+    /// counted) in `slot`, charged `charge` at the tariff `price` (token units per kWh).
+    event TariffCharged(
+        address indexed member,
+        uint32 indexed slot,
+        bytes32 indexed meter,
+        uint32 bus,
+        uint256 wattMinutes,
+        uint96 price,
+        uint256 charge
+    );
+    /// @notice `member`'s tariff for `slot`: `charge` in all, `paid` of it (and of earlier
+    /// tariff debt) to `payee`'s deposit, `debt` still owed to the payee.
+    event TariffPaid(
+        address indexed member, uint32 indexed slot, address payee, uint256 charge, uint256 paid, uint256 debt
+    );
     /// @notice Flexibility `flexibility` used energy outside its band in `slot`.
     event BandViolation(
         bytes32 indexed flexibility,
@@ -167,6 +197,7 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
     /// @param limits_ The capacity limits.
     /// @param token_ The community token.
     /// @param market_ The energy market (it must bind this contract).
+    /// @param tariff_ The DSO's dynamic tariffs.
     /// @param treasury_ The community treasury account.
     /// @param defaultTerms Terms in force from the first slot on (`fromSlot` is ignored).
     constructor(
@@ -175,15 +206,16 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
         IMarketLimits limits_,
         IERC20 token_,
         IEnergyMarket market_,
+        IDynamicTariff tariff_,
         address treasury_,
         Terms memory defaultTerms
     ) CommunityRoleGuard(registry_) {
         if (
             address(ledger_) == address(0) || address(limits_) == address(0) || address(token_) == address(0)
-                || address(market_) == address(0) || treasury_ == address(0)
+                || address(market_) == address(0) || address(tariff_) == address(0) || treasury_ == address(0)
         ) revert ICommunityErrors.ZeroAddress();
         slotMinutes = registry_.slotMinutes();
-        (ledger, limits, token, market) = (ledger_, limits_, token_, market_);
+        (ledger, limits, token, market, tariff) = (ledger_, limits_, token_, market_, tariff_);
         defaultTerms.fromSlot = 0;
         _pushTerms(defaultTerms);
         _treasuries.push(TreasuryChange(0, treasury_));
@@ -198,14 +230,14 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
     // --------------------------------------------------------------------- deposits
 
     /// @notice Move `amount` tokens of the caller into its deposit (approve this contract for
-    /// exactly that much first); pays the caller's debt first.
+    /// exactly that much first); pays the caller's debts first (treasury, then tariff).
     /// @dev Requirements: `amount` > 0; the token transfer succeeds. Anyone may call.
     function deposit(uint256 amount) external {
         if (amount == 0) revert ZeroAmount();
         token.safeTransferFrom(msg.sender, address(this), amount);
         _accounts[msg.sender].free += uint128(amount);
-        uint256 debtPaid = _collectDebt(msg.sender);
-        emit Deposited(msg.sender, amount, debtPaid);
+        (uint256 toTreasury, uint256 toPayee) = _collectDebts(msg.sender);
+        emit Deposited(msg.sender, amount, toTreasury + toPayee);
     }
 
     /// @notice Take `amount` of the caller's free deposit back (works while the market is paused).
@@ -213,7 +245,7 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
     /// covers `amount`. Anyone may call for itself.
     function withdraw(uint256 amount) external {
         if (amount == 0) revert ZeroAmount();
-        _collectDebt(msg.sender);
+        _collectDebts(msg.sender);
         Account storage account = _accounts[msg.sender];
         if (account.free < amount) revert InsufficientDeposit(msg.sender, amount, account.free);
         account.free -= uint128(amount);
@@ -225,7 +257,7 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
     /// @dev Requirements: caller is the market; after its debt is paid, `member`'s free
     /// deposit covers `amount`.
     function lock(address member, uint256 amount) external onlyMarket {
-        _collectDebt(member);
+        _collectDebts(member);
         Account storage account = _accounts[member];
         if (account.free < amount) revert InsufficientDeposit(member, amount, account.free);
         account.free -= uint128(amount);
@@ -371,7 +403,7 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
         account.locked -= uint128(held.paid + held.collateral);
         account.free += uint128(held.proceeds + held.collateral);
 
-        (int256 metered, uint256 missing) = _metered(member, slot, terms.missingMinuteW);
+        (int256 metered, uint256 missing, uint256 tariffCharge) = _metered(member, slot, terms.missingMinuteW);
         int256 traded = int256(uint256(held.boughtWh)) - int256(uint256(held.soldWh));
         int256 imbalance = metered - traded * int256(CommunityTime.MINUTES_PER_HOUR);
         uint256 charge;
@@ -387,25 +419,39 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
         flows.charged += uint128(charge + penalty);
         flows.credited += uint128(credit);
         debtOf[member] += charge + penalty;
-        uint256 paidToTreasury = _collectDebt(member);
+        tariffDebtOf[member] += tariffCharge;
+        tariffCharged[slot] += tariffCharge;
+        (uint256 paidToTreasury, uint256 paidToPayee) = _collectDebts(member);
         uint256 paidByTreasury = _payCredit(member, treasury, credit);
         emit MemberPaid(member, slot, paidToTreasury, paidByTreasury, debtOf[member], creditOf[member]);
+        if (tariffCharge > 0 || paidToPayee > 0) {
+            emit TariffPaid(member, slot, tariff.payee(), tariffCharge, paidToPayee, tariffDebtOf[member]);
+        }
     }
 
     /// @dev Σ over `member`'s meters of the slot's W·min; every minute a meter did not report
-    /// while it was registered counts as `missingMinuteW`.
+    /// while it was registered counts as `missingMinuteW`. Each meter's positive energy is
+    /// charged the tariff of its bus in the hour the slot starts in (`TariffCharged`).
     function _metered(address member, uint32 slot, uint32 missingMinuteW)
         private
-        view
-        returns (int256 metered, uint256 missing)
+        returns (int256 metered, uint256 missing, uint256 tariffCharge)
     {
         IMarketRegistry directory = IMarketRegistry(address(registry));
         bytes32[] memory meterIds = directory.metersOf(member);
+        uint32 hour = uint32(CommunityTime.slotStartMinute(slot, slotMinutes) / CommunityTime.MINUTES_PER_HOUR);
         for (uint256 i = 0; i < meterIds.length; ++i) {
             (uint16 readings, int88 activeWattMinutes,) = ledger.slotEnergy(meterIds[i], slot);
-            uint256 gap = _missing(directory.meter(meterIds[i]), slot, readings);
+            IMarketRegistry.RegisteredMeter memory meter = directory.meter(meterIds[i]);
+            uint256 gap = _missing(meter, slot, readings);
             missing += gap;
-            metered += int256(activeWattMinutes) + int256(gap * missingMinuteW);
+            int256 energy = int256(activeWattMinutes) + int256(gap * missingMinuteW);
+            metered += energy;
+            if (energy <= 0) continue;
+            uint96 price = tariff.tariffAt(meter.bus, hour);
+            if (price == 0) continue;
+            uint256 meterCharge = _ceilDiv(uint256(energy) * price, WATT_MINUTES_PER_KWH);
+            tariffCharge += meterCharge;
+            emit TariffCharged(member, slot, meterIds[i], meter.bus, uint256(energy), price, meterCharge);
         }
     }
 
@@ -451,16 +497,28 @@ contract Settlement is CommunityRoleGuard, IMarketVault {
         penalty = _ceilDiv(outsideTotal * terms.penaltyPrice, WATT_MINUTES_PER_KWH);
     }
 
-    /// @dev Pay `member`'s debt from its free deposit to the current treasury, as far as it goes.
-    function _collectDebt(address member) private returns (uint256 paid) {
+    /// @dev Pay `member`'s debts from its free deposit as far as it goes: first what it owes
+    /// the current treasury, then its tariff debt to the current tariff payee.
+    function _collectDebts(address member) private returns (uint256 toTreasury, uint256 toPayee) {
         uint256 debt = debtOf[member];
-        if (debt == 0) return 0;
-        Account storage account = _accounts[member];
-        paid = _min(debt, account.free);
-        if (paid == 0) return 0;
-        debtOf[member] = debt - paid;
-        account.free -= uint128(paid);
-        _accounts[treasuryAt(_currentSlot())].free += uint128(paid);
+        if (debt != 0) {
+            toTreasury = _move(member, treasuryAt(_currentSlot()), debt);
+            debtOf[member] = debt - toTreasury;
+        }
+        uint256 tariffDebt = tariffDebtOf[member];
+        if (tariffDebt != 0) {
+            toPayee = _move(member, tariff.payee(), tariffDebt);
+            tariffDebtOf[member] = tariffDebt - toPayee;
+        }
+    }
+
+    /// @dev Move up to `amount` from `from`'s free deposit to `to`'s; returns what was moved.
+    function _move(address from, address to, uint256 amount) private returns (uint256 moved) {
+        Account storage account = _accounts[from];
+        moved = _min(amount, account.free);
+        if (moved == 0) return 0;
+        account.free -= uint128(moved);
+        _accounts[to].free += uint128(moved);
     }
 
     /// @dev Add `credit` to what `treasury` owes `member` and pay it from the treasury's free deposit.

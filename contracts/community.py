@@ -1,7 +1,8 @@
-"""One deployed community: its six contracts, each through its typed binding.
+"""One deployed community: its eight contracts, each through its typed binding.
 
 Services and the command line hold a ``Community`` and speak to ``community.registry``,
-``.ledger``, ``.limits``, ``.token``, ``.market`` and ``.settlement`` in Python units;
+``.ledger``, ``.limits``, ``.token``, ``.market``, ``.settlement``, ``.tariff`` and
+``.flexibility_market`` in Python units;
 ``community.clock`` turns instants into the community's market slots.
 """
 
@@ -14,11 +15,13 @@ from web3.types import TxReceipt
 from contracts.client import ChainClient, Signer
 from contracts.clock import SlotClock
 from contracts.deploy import Deployment
+from contracts.flexibility import FlexibilityMarket
 from contracts.ledger import Ledger
 from contracts.limits import CapacityLimits
 from contracts.market import EnergyMarket
 from contracts.registry import Registry
 from contracts.settlement import Settlement
+from contracts.tariff import DynamicTariff
 from contracts.token import Token
 
 
@@ -36,6 +39,8 @@ class Community:
         self.token = Token(client, addresses["CommunityToken"])
         self.market = EnergyMarket(client, addresses["EnergyMarket"])
         self.settlement = Settlement(client, addresses["Settlement"])
+        self.tariff = DynamicTariff(client, addresses["DynamicTariff"])
+        self.flexibility_market = FlexibilityMarket(client, addresses["FlexibilityMarket"])
 
     @property
     def slot_minutes(self) -> int:

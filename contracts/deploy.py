@@ -42,6 +42,7 @@ class CommunityConfig:
     penalty_price: str = "1.00"
     missing_minute_kw: float = 20.0
     treasury: str = ""  # the treasury account; empty: the admin
+    tariff_payee: str = ""  # whose deposit receives the DSO's tariff revenue; empty: the admin
 
     def terms(self) -> Terms:
         """The standing settlement terms."""
@@ -85,21 +86,24 @@ class Deployment:
         )
 
 
-# Gas limits per deployment (generous: unused gas is refunded; all fit in one 30 M block).
+# Gas limits per deployment (generous: unused gas is refunded; together 26 M, within one 30 M block).
 DEPLOY_GAS = {
     "CommunityRegistry": 2_500_000,
     "MeasurementLedger": 1_500_000,
     "CapacityLimits": 2_500_000,
     "CommunityToken": 1_500_000,
     "EnergyMarket": 7_000_000,
-    "Settlement": 4_000_000,
+    "DynamicTariff": 1_500_000,
+    "Settlement": 4_500_000,
+    "FlexibilityMarket": 5_000_000,
 }
 BIND_GAS = 100_000
 
 
 def deploy_community(client: ChainClient, admin: Signer, config: CommunityConfig) -> Deployment:
-    """Deploy registry, ledger, capacity limits, token, energy market and settlement, and
-    bind the market to its settlement; ``admin`` gets the admin role.
+    """Deploy registry, ledger, capacity limits, token, energy market, dynamic tariff,
+    settlement and flexibility market, and bind the market to its settlement; ``admin`` gets
+    the admin role.
 
     Everything is sent at once (pipelined, fixed gas), so it usually lands in one block:
     each contract's address follows from the admin's nonce, and later constructors run
@@ -126,8 +130,16 @@ def deploy_community(client: ChainClient, admin: Signer, config: CommunityConfig
             at["CapacityLimits"],
             at["CommunityToken"],
             at["EnergyMarket"],
+            at["DynamicTariff"],
             config.treasury or admin.address,
             config.terms().to_chain(),
+        ),
+        "DynamicTariff": (at["CommunityRegistry"], at["EnergyMarket"], config.tariff_payee or admin.address),
+        "FlexibilityMarket": (
+            at["CommunityRegistry"],
+            at["MeasurementLedger"],
+            at["Settlement"],
+            at["CommunityToken"],
         ),
     }
     sent = []

@@ -16,8 +16,9 @@ from contracts.binding import ContractBinding
 from contracts.client import Signer
 from contracts.events import ChainEvent, EventFollower
 
-# The events a settlement transaction emits per member (settled, then paid) and per flexibility.
-SETTLEMENT_EVENTS = ("MemberSettled", "MemberPaid", "BandViolation")
+# The events a settlement transaction emits per member (settled, then paid), per meter charged
+# the DSO's tariff, per member's tariff payment and per flexibility.
+SETTLEMENT_EVENTS = ("MemberSettled", "MemberPaid", "TariffCharged", "TariffPaid", "BandViolation")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ class Deposit:
 
 @dataclass(frozen=True)
 class MemberSettlement:
-    """One member's settled slot: energy in kWh, money in tokens."""
+    """One member's settled slot: energy in kWh, money in tokens. ``tariff`` is the DSO's
+    dynamic tariff charged on its meters' consumption (``tariff_lines`` per meter),
+    ``paid_for_tariff`` what went to the tariff payee and ``tariff_debt`` what it still owes."""
 
     member: str
     slot: int
@@ -71,6 +74,22 @@ class MemberSettlement:
     paid_by_treasury: Decimal
     debt: Decimal
     credit_owed: Decimal
+    tariff: Decimal = Decimal(0)
+    paid_for_tariff: Decimal = Decimal(0)
+    tariff_debt: Decimal = Decimal(0)
+    tariff_lines: tuple[TariffLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class TariffLine:
+    """The tariff one meter was charged in a slot: consumption (kWh, missing minutes
+    counted) at ``bus`` times ``price`` (tokens per kWh) = ``charge`` (tokens, rounded up)."""
+
+    meter_id: str
+    bus: int
+    consumed_kwh: float
+    price: Decimal
+    charge: Decimal
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,14 @@ class Settlement(ContractBinding):
         count, watt_minutes = self._view("violations", units.encode_id(flex_id))
         return count, units.watt_minutes_to_kwh(watt_minutes)
 
+    def tariff_debt_of(self, member: str) -> Decimal:
+        """Tokens ``member`` owes the tariff payee and has not paid."""
+        return units.units_to_tokens(self._view("tariffDebtOf", member))
+
+    def tariff_charged(self, slot: int) -> Decimal:
+        """Tariff charged to members in ``slot``'s settlement so far, in tokens."""
+        return units.units_to_tokens(self._view("tariffCharged", slot))
+
     def slot_flows(self, slot: int) -> tuple[Decimal, Decimal]:
         """(charged for, credited by) the treasury in ``slot``'s settlement so far, in tokens."""
         charged, credited = self._view("slotFlows", slot)
@@ -185,18 +212,25 @@ class Settlement(ContractBinding):
 
 def settlement_records(events: Sequence[ChainEvent]) -> tuple[list[MemberSettlement], list[BandViolation]]:
     """Members' statements and band violations from settlement events in chain order (each
-    ``MemberSettled`` is joined with the ``MemberPaid`` of the same member and transaction)."""
+    ``MemberSettled`` is joined with the ``MemberPaid``, ``TariffPaid`` and ``TariffCharged``
+    of the same member and transaction)."""
     tokens = units.units_to_tokens
-    paid = {
-        (event.transaction_hash, event.args["member"]): event.args
-        for event in events
-        if event.name == "MemberPaid"
-    }
+    paid, tariff_paid, lines = {}, {}, {}
+    for event in events:
+        key = (event.transaction_hash, event.args.get("member"))
+        if event.name == "MemberPaid":
+            paid[key] = event.args
+        elif event.name == "TariffPaid":
+            tariff_paid[key] = event.args
+        elif event.name == "TariffCharged":
+            lines.setdefault(key, []).append(_tariff_line(event.args))
     settled, violations = [], []
     for event in events:
         args = event.args
         if event.name == "MemberSettled":
-            payment = paid[(event.transaction_hash, args["member"])]
+            key = (event.transaction_hash, args["member"])
+            payment = paid[key]
+            tariff = tariff_paid.get(key, {"charge": 0, "paid": 0, "debt": 0})
             settled.append(
                 MemberSettlement(
                     member=args["member"],
@@ -212,6 +246,10 @@ def settlement_records(events: Sequence[ChainEvent]) -> tuple[list[MemberSettlem
                     paid_by_treasury=tokens(payment["paidByTreasury"]),
                     debt=tokens(payment["debt"]),
                     credit_owed=tokens(payment["credit"]),
+                    tariff=tokens(tariff["charge"]),
+                    paid_for_tariff=tokens(tariff["paid"]),
+                    tariff_debt=tokens(tariff["debt"]),
+                    tariff_lines=tuple(lines.get(key, ())),
                 )
             )
         elif event.name == "BandViolation":
@@ -228,3 +266,13 @@ def settlement_records(events: Sequence[ChainEvent]) -> tuple[list[MemberSettlem
                 )
             )
     return settled, violations
+
+
+def _tariff_line(args: dict) -> TariffLine:
+    return TariffLine(
+        meter_id=units.decode_id(args["meter"]),
+        bus=args["bus"],
+        consumed_kwh=units.watt_minutes_to_kwh(args["wattMinutes"]),
+        price=units.units_per_kwh_to_price(args["price"]),
+        charge=units.units_to_tokens(args["charge"]),
+    )

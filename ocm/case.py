@@ -24,9 +24,10 @@ class OcmCase:
     point: OperatingPoint
 
 
-def load_case(path: str | Path) -> OcmCase:
-    """Case of a network file (pandapower JSON or native); ``NetworkError`` on bad input."""
-    return case_from_tables(read_network_tables(path))
+def load_case(path: str | Path, *, allow_no_flexibility: bool = False) -> OcmCase:
+    """Case of a network file (pandapower JSON or native); ``NetworkError`` on bad input, and
+    when it has no flexibility unless ``allow_no_flexibility``."""
+    return case_from_tables(read_network_tables(path), allow_no_flexibility=allow_no_flexibility)
 
 
 def case_from_pandapower(net) -> OcmCase:
@@ -34,8 +35,8 @@ def case_from_pandapower(net) -> OcmCase:
     return case_from_tables(tables_from_pandapower(net))
 
 
-def case_from_tables(tables: NetworkTables) -> OcmCase:
+def case_from_tables(tables: NetworkTables, *, allow_no_flexibility: bool = False) -> OcmCase:
     grid = build_grid(tables)
-    flexibilities = flexibilities_from_tables(tables, grid)
+    flexibilities = flexibilities_from_tables(tables, grid, allow_none=allow_no_flexibility)
     p_kw = grid.base_load_kw - flexible_load_by_bus(tables, grid, flexibilities)
     return OcmCase(tables, grid, flexibilities, OperatingPoint(p_kw, grid.base_load_kvar.copy()))

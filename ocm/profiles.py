@@ -180,6 +180,24 @@ def simbench_profiles(net, day: str, case: OcmCase, minutes: int = 1) -> pd.Data
     return fine.reset_index(drop=True)
 
 
+def simbench_file_profiles(net_path: str | Path, day: str, case: OcmCase, minutes: int = 1) -> pd.DataFrame:
+    """:func:`simbench_profiles` of a SimBench network saved with ``pandapower.to_json``."""
+    import warnings
+
+    import pandapower
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = pandapower.from_json(str(net_path))
+    except Exception as error:  # native files and damaged pandapower files
+        raise ProfileError(f"--profiles simbench needs a pandapower SimBench network ({error})") from None
+    try:
+        return simbench_profiles(net, day, case, minutes)
+    except ValueError as error:  # a day that is not a date
+        raise ProfileError(f"--day {day}: {error}") from None
+
+
 def _with_profiles_only(net):
     """The net's profiles and the elements that have one (elements added later, e.g.
     flexibilities, have none)."""

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     # physics: pure computation
     "ocm.grid": set(),
     "ocm": {"ocm.grid"},
-    "market.pricing": set(),  # TFM/DT clearing: pure computation
+    "market.pricing": {"ocm", "ocm.grid"},  # TFM/DT: pure computation on our grid model
     # the contracts' Python face
     "contracts": set(),
     # services

@@ -14,7 +14,7 @@ from contracts.paths import NODE_MODULES
 from gateway.api import problems
 from gateway.api.context import ApiContext
 from gateway.api.limits import BodyGuard, RateLimiter
-from gateway.api.routes import auth, dso, member, operator, public
+from gateway.api.routes import auth, dso, member, operator, pricing, public
 
 WEB = Path(__file__).parent / "web"
 ETHERS_BUNDLE = NODE_MODULES / "ethers" / "dist" / "ethers.umd.min.js"
@@ -44,7 +44,7 @@ def create_app(context: ApiContext) -> FastAPI:
     problems.install(app)
     _install_limits_and_metrics(app, context)
     app.add_middleware(BodyGuard, refuse=_refusal)
-    for module in (public, auth, member, dso, operator):
+    for module in (public, auth, member, dso, operator, pricing):
         app.include_router(module.router(context), prefix="/v1")
     app.include_router(member.relay_router(context), prefix="/v1")
     _install_openadr(app, context)

@@ -2,7 +2,7 @@
 
 The chain is the only source: every view here is a projection of the community's events
 (orders and trades, published bands, DSO limitations, settlement statements and band
-violations, meter readings), brought up to date at most once per ``refresh_s`` when a
+violations, meter readings, dynamic tariffs), brought up to date at most once per ``refresh_s`` when a
 request needs it. A reorganisation that undoes delivered blocks rebuilds every view from
 the start, so the index never disagrees with the canonical chain for longer than a refresh.
 Bands and readings are kept for ``window_minutes`` (default one day) back from the head.
@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from contracts import clock
 from contracts.community import Community
@@ -41,6 +42,8 @@ class Views:
     violations: list[BandViolation] = field(default_factory=list)
     readings: dict[str, deque[Reading]] = field(default_factory=dict)
     readings_per_minute: dict[int, int] = field(default_factory=dict)
+    # (bus, Unix hour) → tokens per kWh as last posted by the DSO
+    tariffs: dict[tuple[int, int], Decimal] = field(default_factory=dict)
 
 
 class ChainIndex:
@@ -67,6 +70,10 @@ class ChainIndex:
         self._limitations = c.limits.follow_limitations(0)
         self._bands = c.limits.follow_bands(recent)
         self._readings = c.ledger.follow_readings(recent)
+        self._tariffs = c.tariff.follow_tariffs(0)
+
+    def _followers(self) -> tuple:
+        return (self._market, self._settlement, self._limitations, self._bands, self._readings, self._tariffs)
 
     def refresh(self, force: bool = False) -> Views:
         """The views, brought up to the chain's head unless refreshed within ``refresh_s``."""
@@ -79,24 +86,12 @@ class ChainIndex:
 
     def _catch_up(self) -> None:
         head = self.community.client.head_block()
-        updates = [
-            follower.poll(head)
-            for follower in (self._market, self._settlement, self._limitations, self._bands, self._readings)
-        ]
+        updates = [follower.poll(head) for follower in self._followers()]
         if any(update.rewound_from is not None for update in updates):
             log.info("chain reorganised: rebuilding the API's views from the chain")
             self._start_followers()
-            updates = [
-                follower.poll(head)
-                for follower in (
-                    self._market,
-                    self._settlement,
-                    self._limitations,
-                    self._bands,
-                    self._readings,
-                )
-            ]
-        market, settlement, limitations, bands, readings = updates
+            updates = [follower.poll(head) for follower in self._followers()]
+        market, settlement, limitations, bands, readings, tariffs = updates
         views = self.views
         views.book.apply_all(market.items)
         statements, violations = settlement_records(settlement.items)
@@ -118,4 +113,6 @@ class ChainIndex:
             views.readings_per_minute[reading.minute] = views.readings_per_minute.get(reading.minute, 0) + 1
         for minute in [m for m in views.readings_per_minute if m < oldest]:
             del views.readings_per_minute[minute]
+        for tariff in tariffs.items:
+            views.tariffs[(tariff.bus, tariff.hour)] = tariff.price
         self.head = head

@@ -122,6 +122,14 @@ class SlotPrice(BaseModel):
     auction_price: float | None
 
 
+class TariffLine(BaseModel):
+    meter_id: str
+    bus: int
+    consumed_kwh: float
+    price: str = Field(description="tokens per kWh")
+    charge: Tokens
+
+
 class Statement(BaseModel):
     member: str
     slot: int
@@ -136,6 +144,10 @@ class Statement(BaseModel):
     paid_by_treasury: Tokens
     debt: Tokens
     credit_owed: Tokens
+    tariff: Tokens = Field(description="the DSO's dynamic tariff on the slot's metered consumption")
+    paid_for_tariff: Tokens
+    tariff_debt: Tokens
+    tariff_lines: list[TariffLine] = Field(default_factory=list, description="per meter")
 
 
 class Violation(BaseModel):
@@ -348,3 +360,77 @@ class MarketSettings(BaseModel):
     current_slot: int
     gate_closure_next_slot: int
     terms: Terms
+
+
+# ------------------------------------------------------------------ tariffs and flexibility market
+
+MAX_HOUR = 2**32 - 1  # Unix hour indices (Unix seconds // 3600) in uint32
+
+
+class TariffInfo(BaseModel):
+    bus: int
+    hour: int = Field(description="Unix hour index (Unix seconds // 3600)")
+    start: int = Field(description="Unix seconds the hour starts")
+    price: str = Field(description="tokens per kWh of metered consumption at the bus in that hour")
+
+
+class TariffInput(BaseModel):
+    bus: int = Field(ge=0, le=2**32 - 1)
+    hour: int = Field(ge=0, le=MAX_HOUR, description="Unix hour index")
+    price: Decimal = Field(ge=0, le=10, max_digits=30, decimal_places=18, description="tokens per kWh")
+
+
+class TariffsInput(BaseModel):
+    tariffs: list[TariffInput] = Field(min_length=1, max_length=96)
+
+
+class FlexibilityBidInfo(BaseModel):
+    bid_id: int
+    aggregator: str
+    load_point: int
+    price: str = Field(description="tokens per kW")
+    kw: float
+    payback_hour: int
+    payback_kw: float
+    meters: list[str]
+    fraction: float = Field(description="cleared share in [0, 1]")
+    cleared_kw: float
+    settled: bool
+
+
+class RequirementInfo(BaseModel):
+    requirement_id: int
+    dso: str
+    hour: int
+    start: int
+    load_points: list[int]
+    min_kw: float
+    payback_hours: list[int]
+    payback_cap: float
+    price_cap: str
+    bid_deadline: int
+    escrow: str
+    paid: str
+    cleared: bool
+    refunded: bool
+    bids: list[FlexibilityBidInfo]
+
+
+class FlexibilityBidInput(BaseModel):
+    requirement_id: int = Field(ge=1, le=2**32 - 1)
+    load_point: int = Field(ge=0, le=2**32 - 1, description="bus, one of the requirement's")
+    price: Decimal = Field(ge=0, le=1000, max_digits=30, decimal_places=18, description="tokens per kW")
+    kw: float = Field(gt=0, le=100_000)
+    payback_hour: int = Field(ge=0, le=MAX_HOUR)
+    payback_kw: float = Field(ge=0, le=100_000)
+    meters: list[str] = Field(min_length=1, max_length=8)
+
+
+class RequirementInput(BaseModel):
+    hour: int = Field(ge=0, le=MAX_HOUR, description="congestion hour (Unix hour index)")
+    load_points: list[int] = Field(min_length=1, max_length=8, description="buses")
+    min_kw: float = Field(gt=0, le=100_000)
+    payback_hours: list[int] = Field(default_factory=list, max_length=8)
+    payback_cap: float = Field(default=1.5, ge=0, le=5)
+    price_cap: Decimal = Field(gt=0, le=1000, max_digits=30, decimal_places=18, description="tokens per kW")
+    bid_deadline: int = Field(ge=0, le=MAX_TIME, description="Unix seconds")

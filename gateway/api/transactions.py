@@ -24,9 +24,11 @@ from gateway.api.problems import Problem
 FIELDS = ("to", "data", "value", "gas", "nonce", "maxFeePerGas", "maxPriorityFeePerGas", "chainId")
 
 
-def prepared(client: ChainClient, calls: list[Any], sender: str, summary: str) -> Prepared:
+def prepared(
+    client: ChainClient, calls: list[Any], sender: str, summary: str, later_gas: int = 200_000
+) -> Prepared:
     """Unsigned transactions for ``calls`` from ``sender`` (consecutive nonces; only the
-    first is dry-run, as the later ones may depend on it)."""
+    first is dry-run and estimated, as the later ones may depend on it: they get ``later_gas``)."""
     transactions = []
     for position, call in enumerate(calls):
         if position == 0:
@@ -39,7 +41,7 @@ def prepared(client: ChainClient, calls: list[Any], sender: str, summary: str) -
                         "from": sender,
                         "chainId": previous["chainId"],
                         "nonce": previous["nonce"] + 1,
-                        "gas": 200_000,
+                        "gas": later_gas,
                         "maxFeePerGas": previous["maxFeePerGas"],
                         "maxPriorityFeePerGas": previous["maxPriorityFeePerGas"],
                     }

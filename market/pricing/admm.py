@@ -27,15 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from market.pricing.tfm import (
-    Bid,
-    Clearing,
-    ClearingProblem,
-    NetworkLimits,
-    Requirement,
-    build_problem,
-    least_violation,
-)
+from market.pricing.network import NetworkLimits
+from market.pricing.tfm import Bid, Clearing, ClearingProblem, Requirement, build_problem, least_violation
 
 
 @dataclass

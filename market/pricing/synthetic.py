@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from market.pricing.tfm import Bid, NetworkLimits, Requirement
+from market.pricing.network import NetworkLimits
+from market.pricing.tfm import Bid, Requirement
 
 CONGESTION_HOURS = (6, 18)
 PAYBACK_HOURS = (3, 4, 10, 21, 22)

@@ -29,11 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linprog
 
+from market.pricing.network import NetworkLimits, PricingInputError
+
 TOLERANCE = 1e-7
-
-
-class TfmInputError(ValueError):
-    """Inputs of the flexibility market that make no sense (said in plain words)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,13 @@ class Requirement:
 
     @property
     def name(self) -> str:
-        return f"{'+'.join(self.load_points)}@t{self.hour}"
+        """``LP4+LP5@t16``; with more than three load points ``bus3…bus115 (57 load points)@t2``
+        (unique: the load points of one hour's requirements are disjoint)."""
+        points = self.load_points
+        where = (
+            "+".join(points) if len(points) <= 3 else f"{points[0]}…{points[-1]} ({len(points)} load points)"
+        )
+        return f"{where}@t{self.hour}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,58 +81,6 @@ class Bid:
     @property
     def payback_ratio(self) -> float:
         return self.payback_kw / self.offered_kw if self.offered_kw > 0 else 0.0
-
-
-@dataclass(frozen=True, eq=False)
-class NetworkLimits:
-    """Linear network limits the DSO keeps: for limit ``c`` and hour ``t`` in ``hours``,
-    ``baseline[c, t] + Σ_lp sensitivity[c, lp] · ΔP[lp, t] ≤ upper[c]`` where ΔP is the change of
-    consumption (kW) at each load point. A line flow has sensitivity ≥ 0 to downstream loads; a
-    lower voltage limit is written as ``-V ≤ -V_min`` with sensitivity ``-dV/dP``."""
-
-    load_points: tuple[str, ...]
-    hours: tuple[int, ...]
-    sensitivity: np.ndarray
-    baseline: np.ndarray
-    upper: np.ndarray
-    names: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        sensitivity = np.atleast_2d(np.asarray(self.sensitivity, dtype=float))
-        count = sensitivity.shape[0]
-        baseline = np.asarray(self.baseline, dtype=float).reshape(count, len(self.hours))
-        upper = np.broadcast_to(np.asarray(self.upper, dtype=float), (count,)).copy()
-        if sensitivity.shape[1] != len(self.load_points):
-            raise TfmInputError(
-                f"sensitivity has {sensitivity.shape[1]} columns for {len(self.load_points)} load points"
-            )
-        if not (np.isfinite(sensitivity).all() and np.isfinite(baseline).all() and np.isfinite(upper).all()):
-            raise TfmInputError("network limits must be finite numbers")
-        names = tuple(self.names) or tuple(f"limit{c}" for c in range(count))
-        if len(names) != count:
-            raise TfmInputError(f"{len(names)} names for {count} network limits")
-        object.__setattr__(self, "sensitivity", sensitivity)
-        object.__setattr__(self, "baseline", baseline)
-        object.__setattr__(self, "upper", upper)
-        object.__setattr__(self, "names", names)
-        object.__setattr__(self, "load_points", tuple(self.load_points))
-        object.__setattr__(self, "hours", tuple(int(t) for t in self.hours))
-
-    def rows(self, schedule: np.ndarray, schedule_index: Mapping[tuple[str, int], int]):
-        """The limits in the variables' space: ``(matrix, headroom, (name, hour) per row)`` from
-        the schedule map (row per (load point, hour): kW change per unit of each variable)."""
-        column = {lp: k for k, lp in enumerate(self.load_points)}
-        width = schedule.shape[1]
-        matrix, headroom, labels = [], [], []
-        for t_index, hour in enumerate(self.hours):
-            per_point = np.zeros((len(self.load_points), width))
-            for (lp, t), row in schedule_index.items():
-                if t == hour:
-                    per_point[column[lp]] += schedule[row]
-            matrix.append(self.sensitivity @ per_point)
-            headroom.append(self.upper - self.baseline[:, t_index])
-            labels.extend((name, hour) for name in self.names)
-        return np.vstack(matrix), np.concatenate(headroom), tuple(labels)
 
 
 @dataclass
@@ -157,15 +109,24 @@ class Clearing:
     def report(self) -> str:
         if self.feasible:
             return f"cleared at cost {self.cost:.4f}; binding: {', '.join(self.binding) or 'none'}"
-        lines = [
-            f"requirement {name} cannot be met: short by {kw:.3f} kW"
-            for name, kw in self.shortfall_kw.items()
-        ]
-        lines += [
-            f"network limit {name} at t{hour} exceeded by {excess:.4g} even at the best schedule"
-            for (name, hour), excess in self.network_excess.items()
-        ]
+        lines = _first(
+            [
+                f"requirement {name} cannot be met: short by {kw:.3f} kW"
+                for name, kw in self.shortfall_kw.items()
+            ]
+        )
+        worst = sorted(self.network_excess.items(), key=lambda item: -item[1])
+        lines += _first(
+            [
+                f"network limit {name} at t{hour} exceeded by {excess:.4g} even at the best schedule"
+                for (name, hour), excess in worst
+            ]
+        )
         return "infeasible: " + "; ".join(lines)
+
+
+def _first(items: list[str], count: int = 5) -> list[str]:
+    return items if len(items) <= count else [*items[:count], f"… and {len(items) - count} more"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,24 +187,24 @@ class ClearingProblem:
 
 
 def validate(requirements: Sequence[Requirement], bids: Sequence[Bid], network: NetworkLimits | None) -> None:
-    """Raise :class:`TfmInputError` on inputs that cannot be cleared as given."""
+    """Raise :class:`PricingInputError` on inputs that cannot be cleared as given."""
     if not requirements:
-        raise TfmInputError("no requirement: the DSO asked for no flexibility")
+        raise PricingInputError("no requirement: the DSO asked for no flexibility")
     covered: dict[tuple[str, int], str] = {}
     for r in requirements:
         if not r.load_points:
-            raise TfmInputError(f"requirement at t{r.hour} names no load point")
+            raise PricingInputError(f"requirement at t{r.hour} names no load point")
         if not (r.min_kw >= 0 and math.isfinite(r.min_kw)):
-            raise TfmInputError(f"requirement {r.name}: minimum {r.min_kw} kW must be a finite kW ≥ 0")
+            raise PricingInputError(f"requirement {r.name}: minimum {r.min_kw} kW must be a finite kW ≥ 0")
         if not r.payback_cap >= 0:
-            raise TfmInputError(f"requirement {r.name}: payback cap {r.payback_cap} must be a fraction ≥ 0")
+            raise PricingInputError(f"requirement {r.name}: payback cap {r.payback_cap} must be ≥ 0")
         if not r.price_cap >= 0:
-            raise TfmInputError(f"requirement {r.name}: price cap {r.price_cap} must be ≥ 0")
+            raise PricingInputError(f"requirement {r.name}: price cap {r.price_cap} must be ≥ 0")
         if r.hour in r.payback_hours:
-            raise TfmInputError(f"requirement {r.name}: its congestion hour cannot be a payback hour")
+            raise PricingInputError(f"requirement {r.name}: its congestion hour cannot be a payback hour")
         for lp in r.load_points:
             if (lp, r.hour) in covered:
-                raise TfmInputError(
+                raise PricingInputError(
                     f"load point {lp} at t{r.hour} is in two requirements ({covered[lp, r.hour]})"
                 )
             covered[lp, r.hour] = r.name
@@ -252,22 +213,22 @@ def validate(requirements: Sequence[Requirement], bids: Sequence[Bid], network: 
     for bid in bids:
         where = f"bid {bid.bid_id!r}"
         if bid.bid_id in ids:
-            raise TfmInputError(f"{where}: duplicate bid id")
+            raise PricingInputError(f"{where}: duplicate bid id")
         ids.add(bid.bid_id)
         if bid.load_point not in known_points:
-            raise TfmInputError(f"{where}: unknown load point {bid.load_point!r} (no requirement names it)")
+            raise PricingInputError(f"{where}: unknown load point {bid.load_point!r}, in no requirement")
         if network is not None and bid.load_point not in network.load_points:
-            raise TfmInputError(f"{where}: load point {bid.load_point!r} is not in the network limits")
+            raise PricingInputError(f"{where}: load point {bid.load_point!r} is not in the network limits")
         if not (bid.price >= 0 and math.isfinite(bid.price)):
-            raise TfmInputError(f"{where}: price {bid.price} per kW must be a finite number ≥ 0")
+            raise PricingInputError(f"{where}: price {bid.price} per kW must be a finite number ≥ 0")
         if not bid.kw:
-            raise TfmInputError(f"{where}: offers no kW at any hour")
+            raise PricingInputError(f"{where}: offers no kW at any hour")
         if any(not (kw >= 0 and math.isfinite(kw)) for kw in bid.kw.values()):
-            raise TfmInputError(f"{where}: negative or non-finite kW {dict(bid.kw)}")
+            raise PricingInputError(f"{where}: negative or non-finite kW {dict(bid.kw)}")
         if not (bid.payback_kw >= 0 and math.isfinite(bid.payback_kw)):
-            raise TfmInputError(f"{where}: payback {bid.payback_kw} kW must be ≥ 0")
+            raise PricingInputError(f"{where}: payback {bid.payback_kw} kW must be ≥ 0")
         if bid.payback_hour in bid.kw:
-            raise TfmInputError(f"{where}: payback hour t{bid.payback_hour} is one of its congestion hours")
+            raise PricingInputError(f"{where}: payback hour t{bid.payback_hour} is also a congestion hour")
 
 
 def eligibility(bid: Bid, hour: int, requirement: Requirement | None) -> str | None:

@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "node.cli.contracts",
     "node.cli.loadflow",
     "node.cli.ocm",
+    "node.cli.pricing",
     "node.cli.oracle",
     "node.cli.gateway",
     "node.cli.market",
@@ -42,6 +43,8 @@ Start here:
   lec contracts build          compile the Solidity contracts (offline, cached)
   lec loadflow NET.json        HELM load flow of a pandapower network
   lec ocm NET.json             capacity bands [P_min, P_max] per flexibility (OCM)
+  lec dt NET.json              dynamic network tariffs per load point and hour (DSO)
+  lec tfm NET.json             flexibility market: requirements, bids, network-aware clearing
   lec oracle run NET.json      the OCM oracle: bands on chain every minute
   lec gateway run              the MQTT meter gateway (readings -> chain)
   lec market operate|curtail   the market operator, the curtailer

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from node.cli.arguments import non_negative_int, positive_int
 from node.cli.errors import CliError
 
 OBJECTIVES = ("sum", "proportional", "maxmin")
@@ -131,7 +132,7 @@ def _run_snapshot(args: argparse.Namespace) -> int:
 def _run_timeseries(args: argparse.Namespace) -> int:
     from ocm.bands import OcmProblem
     from ocm.case import load_case
-    from ocm.profiles import profiles_from_frame, read_profiles, write_profiles
+    from ocm.profiles import profiles_from_frame, read_profiles, simbench_file_profiles, write_profiles
     from ocm.report import write_results
     from ocm.timeseries import run_timeseries
 
@@ -139,7 +140,7 @@ def _run_timeseries(args: argparse.Namespace) -> int:
     out = Path(args.out or "ocm-bands")
     written = []
     if args.profiles == "simbench":
-        frame = _simbench_frame(args, case)
+        frame = simbench_file_profiles(args.net, args.day, case)
         out.mkdir(parents=True, exist_ok=True)
         write_profiles(frame, out / "profiles.csv")
         written.append(out / "profiles.csv")
@@ -182,25 +183,6 @@ def _run_timeseries(args: argparse.Namespace) -> int:
     return 0 if result.feasible_steps == steps else 1
 
 
-def _simbench_frame(args: argparse.Namespace, case):
-    import warnings
-
-    import pandapower
-
-    from ocm.profiles import ProfileError, simbench_profiles
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            net = pandapower.from_json(args.net)
-    except Exception as error:  # native files and damaged pandapower files
-        raise ProfileError(f"--profiles simbench needs a pandapower SimBench network ({error})") from None
-    try:
-        return simbench_profiles(net, args.day, case)
-    except ValueError as error:  # a day that is not a date
-        raise ProfileError(f"--day {args.day}: {error}") from None
-
-
 def format_result(title: str, result, seed: int) -> str:
     """Readable table of the bands with the corner values and the verification summary."""
     count = len(result.flexibilities)
@@ -224,17 +206,3 @@ def format_result(title: str, result, seed: int) -> str:
     lines.append(f"verification {result.verification.summary()}")
     lines.append(f"solved in {result.seconds:.2f} s ({result.load_flows} load flows)")
     return "\n".join(lines)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from node.cli.arguments import positive_int
 from node.cli.errors import CliError
-from node.cli.ocm import add_solver_options, positive_int
+from node.cli.ocm import add_solver_options
 
 HELP = """\
 The OCM oracle of a community (the DSO's service). Every minute it reads the latest meter

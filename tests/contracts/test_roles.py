@@ -31,6 +31,8 @@ ROLE_CHECKING_CONTRACTS = (
     "CommunityToken",
     "EnergyMarket",
     "Settlement",
+    "DynamicTariff",
+    "FlexibilityMarket",
 )
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from market.pricing.admm import clear_admm
+from market.pricing.network import NetworkLimits, PricingInputError
 from market.pricing.synthetic import random_market
-from market.pricing.tfm import Bid, NetworkLimits, Requirement, TfmInputError, clear_central
+from market.pricing.tfm import Bid, Requirement, clear_central
 
 # seeds/000 Table 5.2.3.2: payback allowed outside the congestion hours, 150 %, 1.5 DKK/kW
 ALLOWED_PAYBACK = set(range(1, 6)) | set(range(7, 16)) | set(range(17, 25))
@@ -200,18 +201,18 @@ def test_network_that_makes_it_infeasible_is_reported():
 def test_invalid_inputs_are_refused_in_plain_words(requirement, bid, message):
     requirements = [requirement or Requirement(6, "LP1", 10.0, {4})]
     bids = [bid or Bid("ok", "ag", 0.5, "LP1", {6: 20.0}, 4, 20.0)]
-    with pytest.raises(TfmInputError, match=message):
+    with pytest.raises(PricingInputError, match=message):
         clear_central(requirements, bids)
 
 
 def test_duplicate_bids_and_overlapping_requirements_are_refused():
     bid = Bid("b", "ag", 0.5, "LP1", {6: 3.0}, 4, 1.0)
-    with pytest.raises(TfmInputError, match="duplicate"):
+    with pytest.raises(PricingInputError, match="duplicate"):
         clear_central([Requirement(6, "LP1", 1.0, {4})], [bid, bid])
-    with pytest.raises(TfmInputError, match="two requirements"):
+    with pytest.raises(PricingInputError, match="two requirements"):
         clear_central([Requirement(6, "LP1", 1.0, {4}), Requirement(6, ("LP1", "LP2"), 1.0, {4})], [bid])
     limit = NetworkLimits(("LP2",), (4,), [[1.0]], [[0.0]], [10.0])
-    with pytest.raises(TfmInputError, match="not in the network"):
+    with pytest.raises(PricingInputError, match="not in the network"):
         clear_central([Requirement(6, "LP1", 1.0, {4})], [bid], limit)
 
 

@@ -20,6 +20,7 @@ from gateway.api.models import (
     OrderInfo,
     SchedulePoint,
     Statement,
+    TariffLine,
     TradeInfo,
     Violation,
 )
@@ -166,6 +167,19 @@ def statement(record: MemberSettlement) -> Statement:
         paid_by_treasury=tokens(record.paid_by_treasury),
         debt=tokens(record.debt),
         credit_owed=tokens(record.credit_owed),
+        tariff=tokens(record.tariff),
+        paid_for_tariff=tokens(record.paid_for_tariff),
+        tariff_debt=tokens(record.tariff_debt),
+        tariff_lines=[
+            TariffLine(
+                meter_id=line.meter_id,
+                bus=line.bus,
+                consumed_kwh=line.consumed_kwh,
+                price=tokens(line.price),
+                charge=tokens(line.charge),
+            )
+            for line in record.tariff_lines
+        ],
     )
 
 

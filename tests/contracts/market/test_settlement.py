@@ -586,6 +586,7 @@ def test_a_settlement_needs_a_treasury(env):
             *(addresses[name] for name in ("CommunityRegistry", "MeasurementLedger", "CapacityLimits")),
             addresses["CommunityToken"],
             addresses["EnergyMarket"],
+            addresses["DynamicTariff"],
             ZERO_ADDRESS,
             env.community.settlement.terms_at(0).to_chain(),
         ),

@@ -32,6 +32,7 @@ SERVICES = {
     "ocm": Role.OCM_ORACLE,
     "gateway": Role.GATEWAY,
     "operator": Role.MARKET_OPERATOR,
+    "aggregator": Role.AGGREGATOR,
 }
 MEMBERS = ("alice", "bob")
 MEMBER_TOKENS = "500"
