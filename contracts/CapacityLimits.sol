@@ -5,6 +5,7 @@ import {CommunityRoleGuard} from "./CommunityRoleGuard.sol";
 import {CommunityTime} from "./CommunityTime.sol";
 import {ICommunityErrors} from "./ICommunityErrors.sol";
 import {ICommunityRegistry} from "./ICommunityRegistry.sol";
+import {RegistryLookup} from "./RegistryLookup.sol";
 
 /// @title Capacity limits: OCM bands and DSO limitations per flexibility and minute
 /// @notice Two layers per flexibility and minute:
@@ -16,6 +17,8 @@ import {ICommunityRegistry} from "./ICommunityRegistry.sol";
 /// wins. A later publication for the same minutes replaces the earlier one. Minutes that
 /// have started are history and cannot be changed.
 contract CapacityLimits is CommunityRoleGuard {
+    using RegistryLookup for ICommunityRegistry;
+
     /// @notice A band for `flexibility` over minutes `[startMinute, endMinute)`.
     struct BandRange {
         bytes32 flexibility;
@@ -121,7 +124,7 @@ contract CapacityLimits is CommunityRoleGuard {
         if (bands.length == 0) revert ICommunityErrors.EmptyBatch();
         for (uint256 i = 0; i < bands.length; ++i) {
             BandRange calldata band = bands[i];
-            ICommunityRegistry.Flexibility memory flex = _activeFlexibility(band.flexibility);
+            ICommunityRegistry.Flexibility memory flex = registry.activeFlexibility(band.flexibility);
             _checkMinuteRange(i, band.flexibility, band.startMinute, band.endMinute);
             if (band.pMinW > band.pMaxW) revert InvertedBand(i, band.flexibility, band.pMinW, band.pMaxW);
             if (band.pMinW < flex.pLowW || band.pMaxW > flex.pHighW) {
@@ -151,7 +154,7 @@ contract CapacityLimits is CommunityRoleGuard {
         LimitationKind kind,
         string calldata reason
     ) external onlyCommunityRole(DSO_ROLE) returns (uint256 limitationId) {
-        ICommunityRegistry.Flexibility memory flex = _activeFlexibility(flexibilityId);
+        ICommunityRegistry.Flexibility memory flex = registry.activeFlexibility(flexibilityId);
         _checkMinuteRange(0, flexibilityId, startMinute, endMinute);
         int64 low = _max(pMinW, flex.pLowW);
         int64 high = _min(pMaxW, flex.pHighW);
@@ -193,7 +196,7 @@ contract CapacityLimits is CommunityRoleGuard {
             if (i > 0 && flexibilityIds[i] <= flexibilityIds[i - 1]) {
                 revert UnsortedOrDuplicateFlexibility(i, flexibilityIds[i]);
             }
-            ICommunityRegistry.Flexibility memory flex = _activeFlexibility(flexibilityIds[i]);
+            ICommunityRegistry.Flexibility memory flex = registry.activeFlexibility(flexibilityIds[i]);
             lows[i] = flex.pLowW;
             highs[i] = flex.pHighW;
             sumLow += flex.pLowW;
@@ -264,21 +267,6 @@ contract CapacityLimits is CommunityRoleGuard {
     }
 
     // -------------------------------------------------------------- internals
-
-    /// @dev The registry's flexibility `flexibilityId`; reverts with `UnknownFlexibility` unless
-    /// it is registered and active.
-    function _activeFlexibility(bytes32 flexibilityId)
-        private
-        view
-        returns (ICommunityRegistry.Flexibility memory flex)
-    {
-        try registry.flexibility(flexibilityId) returns (ICommunityRegistry.Flexibility memory found) {
-            flex = found;
-        } catch {
-            revert ICommunityRegistry.UnknownFlexibility(flexibilityId);
-        }
-        if (!flex.active) revert ICommunityRegistry.UnknownFlexibility(flexibilityId);
-    }
 
     /// @dev Item `index` (id `id`) must cover 1..MAX_RANGE_MINUTES minutes from the current one on.
     function _checkMinuteRange(uint256 index, bytes32 id, uint32 startMinute, uint32 endMinute) private view {

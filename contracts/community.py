@@ -1,8 +1,8 @@
-"""One deployed community: its eight contracts, each through its typed binding.
+"""One deployed community: its nine contracts, each through its typed binding.
 
 Services and the command line hold a ``Community`` and speak to ``community.registry``,
-``.ledger``, ``.limits``, ``.token``, ``.market``, ``.settlement``, ``.tariff`` and
-``.flexibility_market`` in Python units;
+``.ledger``, ``.limits``, ``.token``, ``.market``, ``.settlement``, ``.tariff``,
+``.flexibility_market`` and ``.devices`` in Python units;
 ``community.clock`` turns instants into the community's market slots.
 """
 
@@ -15,6 +15,7 @@ from web3.types import TxReceipt
 from contracts.client import ChainClient, Signer
 from contracts.clock import SlotClock
 from contracts.deploy import Deployment
+from contracts.devices import DeviceStates
 from contracts.flexibility import FlexibilityMarket
 from contracts.ledger import Ledger
 from contracts.limits import CapacityLimits
@@ -41,6 +42,7 @@ class Community:
         self.settlement = Settlement(client, addresses["Settlement"])
         self.tariff = DynamicTariff(client, addresses["DynamicTariff"])
         self.flexibility_market = FlexibilityMarket(client, addresses["FlexibilityMarket"])
+        self.devices = DeviceStates(client, addresses["DeviceStates"])
 
     @property
     def slot_minutes(self) -> int:

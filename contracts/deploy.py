@@ -86,7 +86,7 @@ class Deployment:
         )
 
 
-# Gas limits per deployment (generous: unused gas is refunded; together 26 M, within one 30 M block).
+# Gas limits per deployment (generous: unused gas is refunded; together 27 M, within one 30 M block).
 DEPLOY_GAS = {
     "CommunityRegistry": 2_500_000,
     "MeasurementLedger": 1_500_000,
@@ -96,14 +96,15 @@ DEPLOY_GAS = {
     "DynamicTariff": 1_500_000,
     "Settlement": 4_500_000,
     "FlexibilityMarket": 5_000_000,
+    "DeviceStates": 1_000_000,
 }
 BIND_GAS = 100_000
 
 
 def deploy_community(client: ChainClient, admin: Signer, config: CommunityConfig) -> Deployment:
     """Deploy registry, ledger, capacity limits, token, energy market, dynamic tariff,
-    settlement and flexibility market, and bind the market to its settlement; ``admin`` gets
-    the admin role.
+    settlement, flexibility market and device states, and bind the market to its settlement;
+    ``admin`` gets the admin role.
 
     Everything is sent at once (pipelined, fixed gas), so it usually lands in one block:
     each contract's address follows from the admin's nonce, and later constructors run
@@ -141,6 +142,7 @@ def deploy_community(client: ChainClient, admin: Signer, config: CommunityConfig
             at["Settlement"],
             at["CommunityToken"],
         ),
+        "DeviceStates": (at["CommunityRegistry"],),
     }
     sent = []
     for name in names:

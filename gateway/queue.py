@@ -15,11 +15,11 @@ import contextlib
 import enum
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts import clock
 from contracts.ledger import Reading
 from gateway.payload import SignedReading
 
@@ -161,7 +161,7 @@ class ReadingQueue:
 
     def deliver_all(self, deliveries: Sequence[tuple[int, bytes | None, int | None]]) -> None:
         """``deliver`` for (reading id, transaction, block) triples, in one transaction."""
-        now = time.time()
+        now = clock.now()
         with self._lock, self._transaction():
             for reading_id, tx_hash, block in deliveries:
                 self._db.execute(
@@ -173,7 +173,7 @@ class ReadingQueue:
 
     def dead_letter(self, ids: Sequence[int], reason: str, detail: str) -> None:
         """Move readings the chain refuses for good to ``dead_letter``."""
-        now = time.time()
+        now = clock.now()
         with self._lock, self._transaction():
             for reading_id in ids:
                 self._db.execute(

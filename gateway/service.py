@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
+from contracts import clock
 from contracts.client import Signer
 from contracts.community import Community
 from gateway.meter_keys import MeterDirectory
@@ -126,7 +127,7 @@ class GatewayService:
         self.max_backlog = max_backlog
         self.mqtt_settings = mqtt_settings
         self.directory = MeterDirectory(community)
-        self.validator = ReadingValidator(self.directory, policy or AcceptancePolicy())
+        self.validator = ReadingValidator(self.directory, policy or AcceptancePolicy(), clock.now)
         self.queue = ReadingQueue(queue_path)
         settings = submitter_settings or SubmitterSettings()
         self.submitter = Submitter(community, signer, self.queue, settings, self._dead_lettered)
@@ -224,7 +225,7 @@ class GatewayService:
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         """Hand the message to the acceptance worker; when it is INBOX_LIMIT behind, wait
         (the broker then holds the rest: flow control)."""
-        received_at = time.time()
+        received_at = clock.now()
         while not self._stop.is_set():
             try:
                 self._inbox.put((message, received_at), timeout=0.5)
@@ -308,7 +309,7 @@ class GatewayService:
         while not self._stop.wait(MAINTENANCE_INTERVAL_S):
             try:
                 self.directory.sync()
-                self.queue.prune_delivered(int(time.time()) - self.validator.policy.max_age_s)
+                self.queue.prune_delivered(int(clock.now()) - self.validator.policy.max_age_s)
             except Exception as error:
                 log.debug("maintenance skipped: %s", error)
             if time.monotonic() - last_report >= STATS_LOG_INTERVAL_S:

@@ -11,6 +11,11 @@ for its band; a flexibility without a band published for the slot does not trade
 (the market is fail-closed). Prices are on the market's tick; orders below its minimum
 quantity are not placed. Agents trade from their deposit in the settlement contract
 (``Community.fund``).
+
+Prices cross by design: PV asks a little above the export price, EV chargers bid well
+below the import price, and the battery acts last, as the community's market maker: it
+takes, immediately or not at all, what the others left resting (sells to open bids, buys
+open asks) between its reservation prices, so its orders never wait to expire.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from contracts import units
-from contracts.client import ContractRevert, Signer
+from contracts.client import ChainError, ContractRevert, Signer
 from contracts.community import Community
 from contracts.market import MIN_QUANTITY_WH, AssetKind, OrderRequest, PlacedOrder, Side, TimeInForce, on_tick
 
@@ -42,6 +47,8 @@ class SlotOutlook:
     matched_net_kwh: float = 0.0  # the flexibility's matched energy in the slot (load convention)
     open_buy_kwh: float = 0.0
     open_sell_kwh: float = 0.0
+    bids: tuple[tuple[Decimal, float], ...] = ()  # others' open buy orders: (limit price, kWh)
+    asks: tuple[tuple[Decimal, float], ...] = ()  # others' open sell orders
 
     @property
     def buy_headroom_kwh(self) -> float:
@@ -96,8 +103,11 @@ class Agent(ABC):
     def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
         """The orders to place for ``outlook.slot``."""
 
+    reads_book = False  # whether ``outlook`` includes the others' open orders
+
     def outlook(self, community: Community, slot: int) -> SlotOutlook:
-        """Band, schedule and grid prices of ``slot`` as the chain has them now."""
+        """Band, schedule and grid prices of ``slot`` (and the open book, for an agent that
+        ``reads_book``) as the chain has them now."""
         prices = community.settlement.terms_at(slot)
         outlook = SlotOutlook(
             slot=slot,
@@ -109,6 +119,14 @@ class Agent(ABC):
             return outlook
         band = community.limits.tightest_band(self.asset_id, slot)
         schedule = community.market.schedule(self.asset_id, slot)
+        book: dict[Side, tuple[tuple[Decimal, float], ...]] = {Side.BUY: (), Side.SELL: ()}
+        if self.reads_book:
+            for side in book:
+                book[side] = tuple(
+                    (order.limit_price, order.remaining_kwh)
+                    for order in community.market.open_orders(slot, side)
+                    if order.owner != self.signer.address
+                )
         return SlotOutlook(
             slot=slot,
             slot_minutes=community.slot_minutes,
@@ -119,6 +137,8 @@ class Agent(ABC):
             matched_net_kwh=schedule.matched_net_kwh,
             open_buy_kwh=schedule.open_buy_kwh,
             open_sell_kwh=schedule.open_sell_kwh,
+            bids=book[Side.BUY],
+            asks=book[Side.SELL],
         )
 
     def may_trade(self, community: Community, slot: int) -> bool:
@@ -129,9 +149,15 @@ class Agent(ABC):
         return community.limits.tightest_band(self.asset_id, slot).published
 
     def act(self, community: Community, slot: int) -> AgentResult:
-        """Plan ``slot`` from the chain's outlook and place the orders; a refused order is
-        logged and reported, not raised."""
+        """Report the device's state, plan ``slot`` from the chain's outlook and place the
+        orders; a refused order or report is logged and reported, not raised."""
         result = AgentResult()
+        state = self.device_state()
+        if state is not None:
+            try:
+                community.devices.report(self.signer, self.asset_id, **state)
+            except ChainError as refusal:
+                log.warning("%s: device state not reported: %s", self.name, refusal)
         for request in self.plan(self.outlook(community, slot)):
             if request.quantity_wh < MIN_QUANTITY_WH:
                 continue
@@ -147,6 +173,11 @@ class Agent(ABC):
 
     def on_placed(self, placed: PlacedOrder) -> None:  # noqa: B027 (optional hook)
         """Hook: learn from an order's immediate fills (nothing by default)."""
+
+    def device_state(self) -> dict | None:
+        """The device's state for ``DeviceStates.report`` (the grid operator's OCM relies on
+        the device only as far as it is available); None: nothing to report."""
+        return None
 
     def _request(
         self, outlook: SlotOutlook, side: Side, energy_kwh: float, price: Decimal, **kw
@@ -180,7 +211,8 @@ class PvProsumer(Agent):
 
 class EvOwner(Agent):
     """Needs ``energy_kwh`` by the end of ``deadline_slot``; spreads it over the slots left,
-    never above the band, bidding below the import price and up to it in the last slot."""
+    never above the band, bidding below the import price and up to it in the last slot.
+    A bid that rests may fill later (the battery takes it): the next round counts that."""
 
     def __init__(
         self,
@@ -195,6 +227,8 @@ class EvOwner(Agent):
         self.needed_kwh = energy_kwh
         self.deadline_slot = deadline_slot
         self.bid_share = bid_share
+        self._counted_kwh: dict[int, float] = {}  # slot -> its bought energy taken off the need
+        self._slot = 0  # the slot being traded (``act``)
 
     def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
         slots_left = self.deadline_slot - outlook.slot + 1
@@ -206,13 +240,36 @@ class EvOwner(Agent):
         share = 1.0 if slots_left == 1 else self.bid_share
         return [self._request(outlook, Side.BUY, energy, outlook.price_between(share))]
 
+    def act(self, community: Community, slot: int) -> AgentResult:
+        """Take off the need what earlier slots' bids bought after they were placed, then trade."""
+        for earlier in [s for s in self._counted_kwh if s < slot]:
+            bought = community.market.schedule(self.asset_id, earlier).matched_buy_kwh
+            self.needed_kwh = max(0.0, self.needed_kwh - (bought - self._counted_kwh.pop(earlier)))
+        self._counted_kwh[slot] = self._counted_kwh.get(slot, 0.0)
+        self._slot = slot
+        return super().act(community, slot)
+
+    def device_state(self) -> dict | None:
+        """Plugged in until the deadline while energy is wanted; the need includes what was
+        bought but not delivered yet (the slots still counted)."""
+        undelivered = sum(self._counted_kwh.values())
+        need = self.needed_kwh + undelivered
+        plugged = self._slot <= self.deadline_slot and need > 0
+        return {"plugged": plugged, "energy_need_kwh": round(need, 3) if plugged else 0.0}
+
     def on_placed(self, placed: PlacedOrder) -> None:
         self.needed_kwh = max(0.0, self.needed_kwh - placed.filled_kwh)
+        self._counted_kwh[self._slot] = self._counted_kwh.get(self._slot, 0.0) + placed.filled_kwh
 
 
 class BatteryOwner(Agent):
-    """Arbitrage inside the band: below ``low`` state of charge it bids cheaply for energy,
-    above ``high`` it offers energy dearly; in between it does both, keeping a margin."""
+    """The community's market maker, inside its band: it takes what the other agents left
+    open in the book (it acts after them), buying open asks up to its bid and selling to
+    open bids down to its ask, immediately or not at all, so it never leaves an order to
+    expire. Its reservation prices follow the state of charge: below ``low`` it pays more
+    and does not sell, above ``high`` it sells cheaper and does not buy."""
+
+    reads_book = True
 
     def __init__(
         self,
@@ -232,22 +289,28 @@ class BatteryOwner(Agent):
 
     def plan(self, outlook: SlotOutlook) -> list[OrderRequest]:
         orders = []
-        charge = min(self.capacity_kwh - self.soc_kwh, outlook.buy_headroom_kwh)
-        discharge = min(self.soc_kwh, outlook.sell_headroom_kwh)
         soc = self.soc_kwh / self.capacity_kwh
-        if soc < self.high and units.kwh_to_wh_down(charge) > 0:
-            orders.append(
-                self._request(
-                    outlook, Side.BUY, charge, outlook.price_between(0.2 if soc > self.low else 0.5)
-                )
-            )
-        if soc > self.low and units.kwh_to_wh_down(discharge) > 0:
-            orders.append(
-                self._request(
-                    outlook, Side.SELL, discharge, outlook.price_between(0.9 if soc < self.high else 0.6)
-                )
-            )
+        if soc < self.high:
+            bid = outlook.price_between(0.6 if soc < self.low else 0.45)
+            offered = sum(kwh for price, kwh in outlook.asks if price <= bid)
+            charge = min(offered, self.capacity_kwh - self.soc_kwh, outlook.buy_headroom_kwh)
+            if units.kwh_to_wh_down(charge) > 0:
+                orders.append(self._taking(outlook, Side.BUY, charge, bid))
+        if soc > self.low:
+            ask = outlook.price_between(0.4 if soc > self.high else 0.55)
+            wanted = sum(kwh for price, kwh in outlook.bids if price >= ask)
+            discharge = min(wanted, self.soc_kwh, outlook.sell_headroom_kwh)
+            if units.kwh_to_wh_down(discharge) > 0:
+                orders.append(self._taking(outlook, Side.SELL, discharge, ask))
         return orders
+
+    def device_state(self) -> dict | None:
+        """Capacity and stored energy as its trading book sees them (trades count when made)."""
+        stored = min(max(self.soc_kwh, 0.0), self.capacity_kwh)
+        return {"plugged": False, "stored_kwh": round(stored, 3), "capacity_kwh": self.capacity_kwh}
+
+    def _taking(self, outlook: SlotOutlook, side: Side, energy_kwh: float, price: Decimal) -> OrderRequest:
+        return self._request(outlook, side, energy_kwh, price, time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL)
 
     def on_placed(self, placed: PlacedOrder) -> None:
         for fill in placed.fills:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from contracts import clock
 from contracts.client import ChainError, ContractRevert, Signer
 from contracts.community import Community
 from contracts.market import ClearingMode
@@ -26,6 +27,7 @@ from market.agents import Agent, trading_round
 log = logging.getLogger(__name__)
 
 LOOKBACK_SLOTS = 8  # slots before the current one that are still closed and settled
+MIN_INTERVAL_S = 0.5  # real seconds between rounds at least, however fast the community clock
 
 
 class MarketOperator:
@@ -93,6 +95,7 @@ class MarketOperator:
         return slot
 
     def run(self, stop: threading.Event, interval: float = 15.0) -> None:
+        """``tick`` every ``interval`` community seconds until ``stop`` is set."""
         while not stop.is_set():
             try:
                 self.tick()
@@ -100,7 +103,7 @@ class MarketOperator:
                 log.warning("market round failed: %s", error)
             except Exception:
                 log.exception("market round failed")
-            stop.wait(interval)
+            stop.wait(max(clock.real_seconds(interval), MIN_INTERVAL_S))
 
     def _close(self, slot: int) -> None:
         market = self.community.market

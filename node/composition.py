@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -270,13 +269,15 @@ def describe_broker(broker) -> str:
 
 
 def trading_agents(definition: CommunityDefinition, keyring, community):
-    """The trading agents of the flexibilities that have an ``agent`` in the configuration,
-    sellers first (PV, then batteries, then EV chargers: sellers fill the book)."""
+    """The trading agents of the flexibilities that have an ``agent`` in the configuration, in
+    the order they act: PV (asks), EV chargers (bids that cross them), then batteries (they
+    take what the others left open)."""
+    from contracts import clock
     from contracts.registry import FlexKind
     from market.agents import BatteryOwner, EvOwner, PvProsumer
 
-    slot = community.clock.slot_of(time.time())
-    by_kind: dict[FlexKind, list] = {FlexKind.PV: [], FlexKind.BATTERY: [], FlexKind.EV_CHARGER: []}
+    slot = community.clock.slot_of(clock.now())
+    by_kind: dict[FlexKind, list] = {FlexKind.PV: [], FlexKind.EV_CHARGER: [], FlexKind.BATTERY: []}
     for flex in definition.flexibilities:
         if flex.agent is None:
             continue

@@ -2,7 +2,9 @@
 
 The operating point of a network file is what its elements say: every load, sgen and storage
 that is not a flexibility keeps its ``p_mw``/``q_mvar`` (times ``scaling``); flexibilities keep
-their reactive power, and their active power is what OCM decides.
+their reactive power, and their active power is what OCM decides. Inverters with a reactive
+power control (``q_control``, ``ocm.grid.reactive``) leave their Q to it: their ``q_mvar`` is
+not in the point, their controls and active power are (``OperatingPoint.inverters``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from ocm.flexibility import Flexibility, flexibilities_from_tables, flexible_load_by_bus
 from ocm.grid.model import Grid, NetworkTables, build_grid
 from ocm.grid.network_io import read_network_tables, tables_from_pandapower
+from ocm.grid.reactive import InverterControls, InverterState, inverter_controls_from_tables
 from ocm.problem import OperatingPoint
 
 
@@ -22,6 +25,7 @@ class OcmCase:
     grid: Grid
     flexibilities: tuple[Flexibility, ...]
     point: OperatingPoint
+    controls: InverterControls | None = None  # inverters with a reactive power control
 
 
 def load_case(path: str | Path, *, allow_no_flexibility: bool = False) -> OcmCase:
@@ -39,4 +43,9 @@ def case_from_tables(tables: NetworkTables, *, allow_no_flexibility: bool = Fals
     grid = build_grid(tables)
     flexibilities = flexibilities_from_tables(tables, grid, allow_none=allow_no_flexibility)
     p_kw = grid.base_load_kw - flexible_load_by_bus(tables, grid, flexibilities)
-    return OcmCase(tables, grid, flexibilities, OperatingPoint(p_kw, grid.base_load_kvar.copy()))
+    controls = inverter_controls_from_tables(tables, grid)
+    if controls is None:
+        return OcmCase(tables, grid, flexibilities, OperatingPoint(p_kw, grid.base_load_kvar.copy()))
+    q_kvar = grid.base_load_kvar - controls.by_bus(controls.table_q_kvar, grid.n_bus)
+    point = OperatingPoint(p_kw, q_kvar, InverterState(controls, controls.table_p_kw.copy()))
+    return OcmCase(tables, grid, flexibilities, point, controls)

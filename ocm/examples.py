@@ -7,8 +7,9 @@
   4 x 100 m of NAYY 4x50 SE make the voltage limit bind with both chargers at full power.
 - ``place_flexibilities``: adds chargers, batteries, PV and heat pumps to any pandapower LV
   network at random buses, some of them at feeder ends (seeded, for unseen placements).
-- ``cigre_lv_with_flexibilities`` and ``kerber_dorfnetz_with_flexibilities``: pandapower's
-  CIGRE LV network and Kerber village feeder with placed flexibilities.
+- ``cigre_lv_with_flexibilities``, ``kerber_dorfnetz_with_flexibilities`` and
+  ``kerber_vorstadtnetz_with_flexibilities``: pandapower's CIGRE LV network and Kerber village
+  and suburban (294 buses) feeders with placed flexibilities.
 """
 
 from __future__ import annotations
@@ -114,3 +115,14 @@ def _feeder_ends(net: pp.pandapowerNet, lv: pd.Index) -> np.ndarray:
     lines = net.line[net.line["in_service"]]
     degree = pd.concat([lines["from_bus"], lines["to_bus"]]).value_counts()
     return np.array([b for b in lv if degree.get(b, 0) == 1])
+
+
+def kerber_vorstadtnetz_with_flexibilities(count: int = 50, seed: int = 1, load_scaling: float = 1.0):
+    """pandapower's Kerber Vorstadtnetz, cable variant 1 (294 buses: a suburban feeder of 146
+    house connections), with ``count`` placed flexibilities; its random line types are drawn
+    with ``seed`` too."""
+    with seeded_python_random(seed):
+        net = pn.create_kerber_vorstadtnetz_kabel_1()
+    net.load["scaling"] = load_scaling
+    place_flexibilities(net, count, seed)
+    return net

@@ -11,10 +11,26 @@ Each cycle (one at start, then a few seconds into every minute):
    with a missing or stale meter keeps the forecast (documented fallback; the cycle reports
    which meters were stale). Readings come from the ledger's events
    (``Ledger.follow_readings``).
-3. **Forecast.** Persistence: the operating point holds for the coming minutes, so one band
-   per flexibility is published for ``[next minute, next minute + horizon)``; the next
-   cycle overwrites the minutes still ahead with a band from fresher readings.
-4. **Bands.** ``OcmProblem.solve`` (verified inside). A feasible band that failed
+3. **Forecast.** Every minute's measured bus loads go into a history (``ocm.history``, at
+   most 8 days in memory) from which ``ocm.forecast`` learns a forecast and its error
+   envelope (refitted every ``refit_minutes``): persistence with learnt errors at first,
+   daily profile plus the latest deviation once two days are known. The band is computed
+   for every state in the envelope of ``[next minute, next minute + horizon)`` (joint
+   coverage ``probability`` on the history) and published for that interval; until the
+   history can teach errors (``horizon + 2`` minutes) the measured point is held
+   (persistence, no envelope) and the status says so. With ``safety_price`` the band of the
+   central forecast alone is computed too, and the capacity the envelope costs (Σ width
+   lost, kW) is logged and reported.
+   **Re-publication.** Bands published from an envelope hold while the measured state
+   stays inside it, so a cycle publishes again only when needed: the measured load of some
+   bus left the envelope, the devices' availability changed, fewer than
+   ``refresh_minutes`` of the published horizon are left, the flexibilities changed, or the
+   last bands had no envelope (held point) or were infeasible (then every minute, as
+   before). The minute already running never changes; the next minutes are overwritten.
+4. **Bands.** ``OcmProblem.solve`` (verified inside), within the hardware limits narrowed
+   by the devices' reported states (``device_states``: EVs by plug state and energy need,
+   batteries by state of charge; ``ocm.availability``) so that no band relies on a device
+   that cannot follow it. A feasible band that failed
    verification is never published. When no schedule keeps the grid within limits, the
    zero-width least-violating bands are published (the safest instruction there is) and
    the cycle reports the violation. Bands are rounded to whole watts inwards (P_max down,
@@ -31,6 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,10 +59,14 @@ from contracts.community import Community
 from contracts.events import EventFollower
 from contracts.ledger import Reading, RecordedReading
 from contracts.limits import Band
+from ocm.availability import DeviceState, availability_limits
 from ocm.bands import BandResult, OcmProblem
+from ocm.devices import DEFAULT_MAX_AGE_S, DeviceTracker, Report
 from ocm.flexibility import Flexibility, flexibilities_from_tables, flexible_load_by_bus
+from ocm.forecast import Forecast, ForecastModel, persistence
 from ocm.grid.helm import HelmSolver
 from ocm.grid.model import NetworkTables, build_grid
+from ocm.history import MINUTES_PER_DAY, BusHistory
 from ocm.problem import GridConstraints, OperatingPoint
 from ocm.status import grid_status, status_document, write_status
 
@@ -53,6 +74,7 @@ log = logging.getLogger(__name__)
 
 CYCLE_OFFSET_S = 5  # run this long after each minute starts, when its readings are in
 FIRST_LOOKBACK_S = 3_600  # on first start, readings of the last hour of blocks are plenty
+DEVICE_LOOKBACK_S = DEFAULT_MAX_AGE_S  # older device reports are stale anyway
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,10 @@ class ServiceSettings:
     stale_after_minutes: int = 3
     seed: int = 0
     samples: int = 500
+    probability: float = 0.99  # joint coverage of the forecast envelope the bands must hold for
+    refit_minutes: int = 60
+    safety_price: bool = True  # also solve for the central forecast, to report the envelope's cost
+    refresh_minutes: int = 15  # publish again when fewer minutes of the published horizon are left
 
 
 @dataclass
@@ -79,6 +105,9 @@ class CycleOutcome:
     flexibilities: list[Flexibility] = field(default_factory=list)
     metered_kw: list[float | None] = field(default_factory=list)  # per flexibility; None: no fresh reading
     seconds: float = 0.0
+    forecast: Forecast | None = None  # what the band was computed for
+    safety_kw: float | None = None  # Σ band width the envelope cost against the central forecast
+    left_envelope: list[int] = field(default_factory=list)  # buses outside the last forecast's envelope
 
 
 class OcmService:
@@ -92,11 +121,17 @@ class OcmService:
         settings: ServiceSettings | None = None,
         *,
         status_file: Path | None = None,
+        device_states: Callable[[], Mapping[str, DeviceState]] | None = None,
     ):
         self.community = community
         self.oracle = oracle
         self.settings = settings or ServiceSettings()
         self.status_file = status_file  # None: no status written
+        self.device_states = device_states  # flex id → state; None: the owners' reports on chain
+        self.devices = DeviceTracker()
+        self._device_reports = None  # EventFollower of DeviceStates reports, from the first cycle
+        self._kinds: dict[str, str] = {}  # flex id → "battery", "ev_charger", ...
+        self._flex_meters: dict[str, str] = {}  # meter id → flex id
         self.grid = build_grid(tables)
         self._solver = HelmSolver(self.grid)  # factorised once, shared by every OcmProblem
         self._bare: GridConstraints | None = None  # the status's load flows without flexibilities
@@ -106,6 +141,12 @@ class OcmService:
             self.grid.base_load_kvar.copy(),
         )
         self._latest: dict[str, Reading] = {}
+        self.history = BusHistory(self.grid.n_bus)
+        self._measured = np.zeros(self.grid.n_bus, dtype=bool)  # buses measured this cycle
+        self._model: ForecastModel | None = None
+        self._fitted_minute: int | None = None
+        self._last_forecast: Forecast | None = None
+        self._publication: _Publication | None = None  # the bands in force
         self._readings: EventFollower[RecordedReading] | None = None
         self._problem: OcmProblem | None = None
         self._previous: BandResult | None = None
@@ -141,6 +182,7 @@ class OcmService:
                 continue
             if flex.meter_id:
                 flex_meters[flex.meter_id] = flex_id
+            self._kinds[flex_id] = flex.kind.name.lower()
             flexibilities.append(
                 Flexibility(
                     element="registry",
@@ -168,11 +210,44 @@ class OcmService:
             if known is None or reading.time >= known.time:
                 self._latest[reading.meter_id] = reading
                 count += 1
+            flex_id = self._flex_meters.get(reading.meter_id)
+            if flex_id is not None:  # a device's own meter: its energy since its last report
+                self.devices.metered(flex_id, reading.time, reading.p_kw)
         return count
+
+    def collect_device_reports(self) -> int:
+        """Read the device reports recorded since the last call (``DeviceStates``); returns
+        how many. A deployment without that contract has none."""
+        devices = getattr(self.community, "devices", None)
+        if devices is None:
+            return 0
+        if self._device_reports is None:
+            self._device_reports = devices.follow_reports(self._first_block())
+        items = self._device_reports.poll().items
+        for report in items:
+            kind = self._kinds.get(report.flex_id, "other")
+            self.devices.report(
+                report.flex_id,
+                kind,
+                Report(
+                    report.time,
+                    report.plugged,
+                    report.energy_need_kwh,
+                    report.stored_kwh,
+                    report.capacity_kwh,
+                    report.reserve_kwh,
+                ),
+            )
+        return len(items)
+
+    def _first_block(self) -> int:
+        head = self.community.client.head_block()
+        return max(0, head - DEVICE_LOOKBACK_S // max(1, self.community.client.block_interval()))
 
     def operating_point(self, now_minute: int, meters: dict[str, int], flex_meters: dict[str, str]):
         """The operating point for ``now_minute`` and the meters that were stale."""
         p, q = self.forecast.p_kw.copy(), self.forecast.q_kvar.copy()
+        self._measured = np.zeros(self.grid.n_bus, dtype=bool)
         by_bus: dict[int, list[str]] = {}
         for meter_id, bus in meters.items():
             if meter_id not in flex_meters:
@@ -189,7 +264,35 @@ class OcmService:
             p[position] = sum(r.p_kw for r in readings)
             q[position] = sum(r.q_kvar for r in readings)
             measured += 1
+            self._measured[position] = True
         return OperatingPoint(p, q), measured, sorted(stale)
+
+    def forecast_for(self, now_minute: int, point: OperatingPoint) -> Forecast:
+        """Records the measured point and forecasts the horizon after ``now_minute``: with the
+        learnt envelope once the history allows, else the point held (no envelope)."""
+        s = self.settings
+        self.history.record(now_minute, point.p_kw, self._measured)
+        due = self._fitted_minute is None or now_minute - self._fitted_minute >= s.refit_minutes
+        if due and len(self.history) >= s.horizon_minutes + 2:
+            self._model = ForecastModel.fit(
+                self.history.table(self.forecast.p_kw),
+                steps_per_day=MINUTES_PER_DAY,
+                horizon=s.horizon_minutes,
+                probability=s.probability,
+                first_step_of_day=self.history.first_minute % MINUTES_PER_DAY,
+                stride=max(1, len(self.history) // 2000),
+            )
+            self._fitted_minute = now_minute
+            log.info(
+                "minute %d: forecast (%s) learnt from %d minutes; envelope covers %.1f %% of them",
+                now_minute,
+                self._model.method,
+                len(self.history),
+                100 * self._model.coverage,
+            )
+        if self._model is None:
+            return persistence(point.p_kw, s.horizon_minutes)
+        return self._model.forecast(point.p_kw, now_minute % MINUTES_PER_DAY)
 
     def metered_flexibility_kw(
         self, now_minute: int, meters: dict[str, int], flex_meters: dict[str, str], flexibilities
@@ -211,7 +314,9 @@ class OcmService:
         status file (if any), whatever the cycle's outcome."""
         started = time.perf_counter()
         if now_minute is None:
-            now_minute = clock.minute_of(self.community.client.latest_timestamp())
+            # the community clock, or the chain's newest block if that is ahead (the block may lag
+            # by its period: bands from the minute after the block's would start in the past)
+            now_minute = clock.minute_of(max(clock.now(), self.community.client.latest_timestamp()))
         outcome = CycleOutcome(now_minute, None, False, "")
         try:
             self._cycle(outcome)
@@ -224,11 +329,16 @@ class OcmService:
         return outcome
 
     def _cycle(self, outcome: CycleOutcome) -> None:
-        now_minute = outcome.minute
+        now_minute = self._minute = outcome.minute
         meters, flex_meters, flexibilities = self.registry_view()
+        self._flex_meters = flex_meters
+        self.collect_device_reports()
         self.collect_readings()
         point, measured, stale = self.operating_point(now_minute, meters, flex_meters)
         outcome.point, outcome.measured_buses, outcome.stale_meters = point, measured, stale
+        if self._last_forecast is not None:
+            outcome.left_envelope = self._left_envelope(point)
+        forecast = outcome.forecast = self.forecast_for(now_minute, point)
         outcome.flexibilities = flexibilities
         outcome.metered_kw = self.metered_flexibility_kw(now_minute, meters, flex_meters, flexibilities)
         if not flexibilities:
@@ -242,8 +352,39 @@ class OcmService:
                 _some_of(stale),
             )
         s = self.settings
-        result = self._problem.solve(point, objective=s.objective, seed=s.seed, warm_start=self._previous)
+        scenarios = forecast.point(point.q_kvar)
+        low, high = self._device_limits(flexibilities)
+        why = self._republish_reason(now_minute, flexibilities, low, high, outcome.left_envelope)
+        if why is None:
+            held = self._publication
+            outcome.result, outcome.bands, outcome.forecast = held.result, held.bands, held.forecast
+            outcome.reason = (
+                f"bands published at minute {held.minute} hold until minute {held.until_minute} "
+                "(the measured load is inside their forecast envelope)"
+            )
+            log.info("minute %d: %s", now_minute, outcome.reason)
+            return
+        log.info("minute %d: computing bands: %s", now_minute, why)
+        result = self._problem.solve(
+            scenarios,
+            objective=s.objective,
+            seed=s.seed,
+            warm_start=self._previous,
+            p_low_kw=low,
+            p_high_kw=high,
+        )
         outcome.result = result
+        if s.safety_price and scenarios.scenarios > 1 and result.feasible:
+            central = self._problem.solve(
+                forecast.central_point(point.q_kvar),
+                objective=s.objective,
+                seed=s.seed,
+                p_low_kw=low,
+                p_high_kw=high,
+            )
+            outcome.safety_kw = float(
+                np.sum(central.p_max_kw - central.p_min_kw - result.p_max_kw + result.p_min_kw)
+            )
         if result.feasible and not result.verification.passed:
             outcome.reason = f"band not published: verification failed ({result.verification.summary()})"
             log.error("minute %d: %s", now_minute, outcome.reason)
@@ -261,19 +402,76 @@ class OcmService:
             log.error("minute %d: %s", now_minute, outcome.reason)
             return
         outcome.published = True
+        self._last_forecast = forecast
+        self._publication = _Publication(
+            now_minute,
+            now_minute + s.horizon_minutes,
+            tuple(flexibilities),
+            low,
+            high,
+            result,
+            outcome.bands,
+            forecast,
+        )
         outcome.reason = (
             "published" if result.feasible else f"published least-violating bands: {result.message}"
         )
         level = logging.INFO if result.feasible else logging.WARNING
         log.log(
             level,
-            "minute %d: %s bands for %d flexibilities (%d measured buses, %.2f s)",
+            "minute %d: %s bands for %d flexibilities (%d measured buses, forecast %s%s, %.2f s)",
             now_minute,
             "feasible" if result.feasible else "INFEASIBLE",
             len(outcome.bands),
             measured,
+            forecast.method if forecast.probability > 0 else "held, no error model yet",
+            "" if outcome.safety_kw is None else f", safety costs {outcome.safety_kw:.1f} kW of band",
             result.seconds,
         )
+
+    def _republish_reason(self, now_minute, flexibilities, low, high, left_envelope) -> str | None:
+        """Why bands must be computed and published this minute; None: the published ones hold."""
+        held = self._publication
+        if held is None or held.flexibilities != tuple(flexibilities):
+            return "first bands for these flexibilities"
+        if held.forecast.probability <= 0:
+            return "no error model yet: the measured point is held, so bands follow it every minute"
+        if not held.result.feasible:
+            return "the last bands were least-violating ones"
+        if left_envelope:
+            return f"the measured load of {len(left_envelope)} buses left the forecast envelope"
+        if not (_same(low, held.low) and _same(high, held.high)):
+            return "the devices' availability changed"
+        if held.until_minute - now_minute < self.settings.refresh_minutes:
+            return f"fewer than {self.settings.refresh_minutes} minutes of the published horizon are left"
+        return None
+
+    def _device_limits(self, flexibilities: list[Flexibility]):
+        """Hardware limits narrowed by the reported device states (None, None without any)."""
+        if self.device_states is not None:
+            states = self.device_states()
+        else:
+            states = self.devices.states(int(clock.minute_start(self._minute)))
+        if not states:
+            return None, None
+        horizon_h = self.settings.horizon_minutes / 60
+        return availability_limits(flexibilities, states, horizon_h)
+
+    def _left_envelope(self, point: OperatingPoint) -> list[int]:
+        """Buses whose measured load left the last published forecast's envelope (logged)."""
+        forecast = self._last_forecast
+        if forecast.probability <= 0:
+            return []
+        measured = np.where(self._measured, point.p_kw, np.nan)
+        buses = [int(self.grid.bus_ids[k]) for k in forecast.outside(measured)]
+        if buses:
+            log.warning(
+                "the measured load of %d buses left the forecast envelope (e.g. bus %s); the bands "
+                "ahead are recomputed from it now",
+                len(buses),
+                buses[0],
+            )
+        return buses
 
     def status(self, outcome: CycleOutcome) -> dict:
         """The status document of ``outcome`` (``ocm.status``): three load flows in one batched
@@ -289,7 +487,7 @@ class OcmService:
             grid = grid_status(self._constraints(outcome.flexibilities), outcome.point, now_kw, corners)
         return status_document(
             minute=outcome.minute,
-            computed_at=time.time(),
+            computed_at=clock.now(),
             seconds=outcome.seconds,
             published=outcome.published,
             reason=outcome.reason,
@@ -301,6 +499,7 @@ class OcmService:
             band=band,
             result=result,
             grid=grid,
+            forecast=_forecast_status(outcome),
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -308,7 +507,7 @@ class OcmService:
         every minute, until ``stop`` is set."""
         self._guarded_cycle()
         while not stop.is_set():
-            if stop.wait(clock.seconds_to_next_minute(time.time(), CYCLE_OFFSET_S)):
+            if stop.wait(clock.real_seconds_to_next_minute(CYCLE_OFFSET_S)):
                 return
             self._guarded_cycle()
 
@@ -354,6 +553,40 @@ class OcmService:
             self._previous = None
             names = ", ".join(flex.name for flex in definitions)
             log.info("OCM set up for %d flexibilities: %s", len(definitions), names)
+
+
+@dataclass(frozen=True)
+class _Publication:
+    """The last bands published: for minutes ``minute + 1`` up to ``until_minute``."""
+
+    minute: int
+    until_minute: int
+    flexibilities: tuple[Flexibility, ...]
+    low: np.ndarray | None  # the device limits they were computed within (None: hardware)
+    high: np.ndarray | None
+    result: BandResult
+    bands: list[Band]
+    forecast: Forecast
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.allclose(a, b, atol=1e-3))
+
+
+def _forecast_status(outcome: CycleOutcome) -> dict | None:
+    """What the band was computed for: the forecast method, its envelope's coverage on the
+    history (0: no envelope yet), the capacity the envelope cost, buses that left the last one."""
+    forecast = outcome.forecast
+    if forecast is None:
+        return None
+    return {
+        "method": forecast.method if forecast.probability > 0 else "held",
+        "coverage": round(forecast.probability, 4),
+        "safety_kw": None if outcome.safety_kw is None else round(outcome.safety_kw, 3),
+        "left_envelope_buses": outcome.left_envelope[:20],
+    }
 
 
 def _inward_kw(p_min_kw: float, p_max_kw: float) -> tuple[float, float]:

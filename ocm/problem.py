@@ -10,17 +10,29 @@ reports, per schedule, normalised margins to every limit (positive = inside):
 
 A schedule's violation is the sum of its negative margins (0 = feasible). Schedules without a
 load flow solution (voltage collapse) get ``COLLAPSE_VIOLATION``, worse than any other.
+
+An operating point may carry several scenarios of what OCM does not control (e.g. the
+forecast and the edges of its error envelope, ``ocm.forecast``). A schedule is then judged
+in every scenario: its margin to a limit is the smallest over the scenarios, and it
+collapses if it collapses in any. Scenario 0 is the central one that reports show.
+
+Inverters with a grid-code reactive power control (``ocm.grid.reactive``: cos φ(P), Q(V)) are
+part of the operating point (``OperatingPoint.inverters``): their Q follows their own P (a
+flexibility's from the schedule) and, for Q(V), their bus voltage, found by a fixed-point
+iteration around the batched load flow. A schedule whose control does not settle counts as
+collapsed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ocm.flexibility import Flexibility
 from ocm.grid.helm import HelmSolver
 from ocm.grid.model import COMPUTED, Grid
+from ocm.grid.reactive import InverterState, solve_with_controls
 
 DEFAULT_V_MIN_PU = 0.95
 DEFAULT_V_MAX_PU = 1.05
@@ -63,11 +75,28 @@ class OperatingPoint:
 
     ``p_kw`` is the net active load of all loads, generators and storages that are not
     flexibilities (measured or forecast); ``q_kvar`` is all reactive load at the bus,
-    including the flexibilities' (OCM leaves reactive power as it is).
+    including the flexibilities' (OCM leaves reactive power as it is). Both are (n_bus,) for
+    one scenario or (S, n_bus) for S scenarios, scenario 0 the central one.
+
+    ``inverters`` (optional): the inverters whose reactive power a grid-code control sets
+    (``ocm.grid.reactive``) and the active power of each, (n,) or (S, n) like ``p_kw``. Their
+    P is also in ``p_kw`` (unless they are flexibilities); their Q is not in ``q_kvar``.
     """
 
     p_kw: np.ndarray
     q_kvar: np.ndarray
+    inverters: InverterState | None = None
+
+    @property
+    def scenarios(self) -> int:
+        return 1 if np.ndim(self.p_kw) == 1 else len(self.p_kw)
+
+    def central(self) -> OperatingPoint:
+        """Scenario 0 alone."""
+        if self.scenarios == 1 and np.ndim(self.p_kw) == 1:
+            return self
+        inverters = None if self.inverters is None else self.inverters.central()
+        return OperatingPoint(np.atleast_2d(self.p_kw)[0], np.atleast_2d(self.q_kvar)[0], inverters)
 
 
 @dataclass(frozen=True)
@@ -81,7 +110,11 @@ class Evaluation:
     v_min_pu: np.ndarray  # lowest and highest constrained bus voltage
     v_max_pu: np.ndarray
     max_loading_percent: np.ndarray  # highest line or trafo loading
-    bus_vm_pu: np.ndarray  # (K, n_bus) all voltages, for reports and plots
+    bus_vm_pu: np.ndarray  # (K, n_bus) all voltages in the central scenario, for reports and plots
+    bus_vm_min_pu: np.ndarray | None = None  # (K, n_bus) lowest and highest over the scenarios
+    bus_vm_max_pu: np.ndarray | None = None
+    inverter_q_kvar: np.ndarray | None = None  # (K, n) controlled inverters' Q, central scenario
+    control_failed: np.ndarray | None = None  # (K,) the inverters' Q(V) control did not settle
 
     @property
     def feasible(self) -> np.ndarray:
@@ -119,28 +152,51 @@ class GridConstraints:
         self.branches = np.flatnonzero(rated)
         self._branch_limit = branch_limit[self.branches]
         self.constraint_labels = self._labels()
+        self._inverter_map = None
 
     @property
     def n_constraints(self) -> int:
         return 2 * len(self.voltage_buses) + len(self.branches)
 
     def check_point(self, point: OperatingPoint) -> None:
-        """Raises ``ValueError`` unless the point has one finite value per bus."""
+        """Raises ``ValueError`` unless the point has one finite value per bus (and scenario)."""
+        shape = np.shape(point.p_kw)
         for name in ("p_kw", "q_kvar"):
             values = np.asarray(getattr(point, name), dtype=float)
-            if values.shape != (self.grid.n_bus,) or not np.isfinite(values).all():
+            per_bus = values.ndim in (1, 2) and values.shape[-1] == self.grid.n_bus and len(values) > 0
+            if not per_bus or values.shape != shape or not np.isfinite(values).all():
                 raise ValueError(
-                    f"operating point {name} must have {self.grid.n_bus} finite values (per bus)"
+                    f"operating point {name} must have {self.grid.n_bus} finite values (per bus), "
+                    "or one such row per scenario, p_kw and q_kvar alike"
+                )
+        if point.inverters is not None:
+            p = np.asarray(point.inverters.p_kw, dtype=float)
+            n = len(point.inverters.controls)
+            if p.shape not in ((n,), (*shape[:-1], n)) or not np.isfinite(p).all():
+                raise ValueError(
+                    f"operating point inverters.p_kw must have {n} finite values (per controlled "
+                    "inverter), or one such row per scenario"
                 )
 
     def evaluate(self, x_kw, point: OperatingPoint, tightening: np.ndarray | None = None) -> Evaluation:
         """Margins and violations of the schedules ``x_kw`` (K, n_flex) at ``point``;
         ``tightening`` (n_constraints) is subtracted from the margins (stricter limits)."""
         x = np.atleast_2d(np.asarray(x_kw, dtype=float))
-        p = point.p_kw[None, :] + x @ self._incidence
-        q = np.broadcast_to(point.q_kvar, p.shape)
-        result = self.solver.solve(p, q)
-        self.load_flows += len(x)
+        base_p, base_q = np.atleast_2d(point.p_kw), np.atleast_2d(point.q_kvar)
+        k, s = len(x), len(base_p)
+        p = (base_p[None, :, :] + (x @ self._incidence)[:, None, :]).reshape(k * s, -1)
+        q = np.broadcast_to(base_q[None, :, :], (k, s, base_q.shape[1])).reshape(k * s, -1)
+        inverter_q = control_failed = None
+        if point.inverters is None:
+            result = self.solver.solve(p, q)
+            self.load_flows += k * s
+        else:
+            flow = self._controlled_flows(x, p, q, point.inverters, k, s)
+            result = flow.result
+            self.load_flows += int(flow.iterations.sum())
+            inverter_q = flow.inverter_q_kvar.reshape(k, s, -1)[:, 0, :]
+            control_failed = (result.converged & ~flow.settled).reshape(k, s).any(axis=1)
+            result = replace(result, converged=flow.settled)
         vm = result.vm_pu[:, self.voltage_buses]
         loading = np.concatenate([result.line_loading_percent, result.trafo_loading_percent], axis=1)
         loading = loading[:, self.branches]
@@ -152,20 +208,45 @@ class GridConstraints:
             ],
             axis=1,
         )
+        converged = result.converged.reshape(k, s).all(axis=1)
+        margins = _worst(margins.reshape(k, s, -1))
         if tightening is not None:
             margins -= tightening
         violation = np.nansum(np.clip(-margins, 0, None), axis=1)
-        violation[~result.converged] = COLLAPSE_VIOLATION
+        violation[~converged] = COLLAPSE_VIOLATION
+        vm, loading = vm.reshape(k, s, -1), loading.reshape(k, s, -1)
         return Evaluation(
             x_kw=x,
             margins=margins,
             violation=violation,
-            converged=result.converged.copy(),
+            converged=converged,
             v_min_pu=_reduce(np.min, vm),
             v_max_pu=_reduce(np.max, vm),
             max_loading_percent=_reduce(np.max, loading),
-            bus_vm_pu=result.vm_pu,
+            bus_vm_pu=result.vm_pu.reshape(k, s, -1)[:, 0, :],
+            bus_vm_min_pu=result.vm_pu.reshape(k, s, -1).min(axis=1),
+            bus_vm_max_pu=result.vm_pu.reshape(k, s, -1).max(axis=1),
+            inverter_q_kvar=inverter_q,
+            control_failed=control_failed,
         )
+
+    def _controlled_flows(self, x, p, q, inverters: InverterState, k: int, s: int):
+        """Load flows of the K × S rows with the inverters' controlled Q; a controlled inverter
+        that is one of the flexibilities runs at its scheduled P."""
+        controls = inverters.controls
+        p_inverter = np.broadcast_to(np.atleast_2d(inverters.p_kw), (s, len(controls)))
+        p_inverter = np.repeat(p_inverter[None, :, :], k, axis=0)
+        flexible = self._flexible_inverters(controls)
+        at = flexible >= 0
+        p_inverter[:, :, at] = x[:, None, flexible[at]]
+        return solve_with_controls(self.solver, p, q, controls, p_inverter.reshape(k * s, -1))
+
+    def _flexible_inverters(self, controls) -> np.ndarray:
+        """Per controlled inverter, its position among the flexibilities, or -1."""
+        if self._inverter_map is None or self._inverter_map[0] is not controls:
+            position = {f.key: n for n, f in enumerate(self.flexibilities)}
+            self._inverter_map = (controls, np.array([position.get(key, -1) for key in controls.keys]))
+        return self._inverter_map[1]
 
     def describe_tightening(self, tightening: np.ndarray) -> str:
         """The tightened limits, e.g. ``line 7 by 0.4 %; bus 12 by 0.0010 pu``."""
@@ -179,6 +260,8 @@ class GridConstraints:
 
     def describe_violations(self, evaluation: Evaluation, k: int, limit: int = 3) -> str:
         """The worst limit violations of schedule ``k``, e.g. ``bus 7: 0.931 pu < 0.95``."""
+        if evaluation.control_failed is not None and evaluation.control_failed[k]:
+            return "the inverters' Q(V) control did not settle (no load flow solution)"
         if not evaluation.converged[k]:
             return "no load flow solution (voltage collapse)"
         margins = evaluation.margins[k]
@@ -191,9 +274,10 @@ class GridConstraints:
         kind, ident = self.constraint_labels[c]
         if c < 2 * n_bus:
             position = self.voltage_buses[c % n_bus]
-            vm = evaluation.bus_vm_pu[k, position]
             if c < n_bus:
+                vm = _pick(evaluation.bus_vm_min_pu, evaluation.bus_vm_pu)[k, position]
                 return f"bus {ident}: {vm:.4f} pu < {self.limits.v_min_pu[position]:.3f}"
+            vm = _pick(evaluation.bus_vm_max_pu, evaluation.bus_vm_pu)[k, position]
             return f"bus {ident}: {vm:.4f} pu > {self.limits.v_max_pu[position]:.3f}"
         limit = self._branch_limit[c - 2 * n_bus]
         loading = limit - 100 * evaluation.margins[k, c]
@@ -213,6 +297,16 @@ def _loading_limit(values) -> np.ndarray:
 
 
 def _reduce(function, values: np.ndarray) -> np.ndarray:
-    if values.shape[1] == 0:
+    """``function`` over everything but the first axis; NaN where there is nothing."""
+    if values.size == 0:
         return np.full(len(values), np.nan)
-    return function(values, axis=1)
+    return function(values.reshape(len(values), -1), axis=1)
+
+
+def _worst(margins: np.ndarray) -> np.ndarray:
+    """(K, S, C) → (K, C): the smallest margin over the scenarios; NaN if any is NaN."""
+    return margins[:, 0, :] if margins.shape[1] == 1 else margins.min(axis=1)
+
+
+def _pick(preferred, fallback):
+    return fallback if preferred is None else preferred

@@ -15,7 +15,8 @@ A profiles CSV has a ``time`` column, then one column per element quantity::
   e.g. a PV inverter's available power) for flexibilities. Values are multiplied by the
   element's ``scaling``, as pandapower's ``ConstControl`` does.
 - Elements and fields without a column keep the network's values. A flexibility's ``p_kw`` is
-  refused: OCM decides it.
+  refused: OCM decides it; so is the ``q_kvar`` of an inverter with a reactive power control
+  (``q_control``): the control sets it from the inverter's P (and bus voltage).
 
 Errors name the column and the CSV line. ``simbench_profiles`` writes this format from the
 profiles that SimBench networks carry, interpolated to one minute.
@@ -32,6 +33,7 @@ import pandas as pd
 
 from ocm.case import OcmCase
 from ocm.flexibility import ELEMENTS, LOAD_SIGN
+from ocm.grid.reactive import InverterState
 from ocm.problem import OperatingPoint
 
 COLUMN = re.compile(r"^(load|sgen|storage)\.(\d+)\.(p_kw|q_kvar|min_p_kw|max_p_kw)$")
@@ -53,16 +55,24 @@ class Profiles:
     q_kvar: np.ndarray  # (T, n_bus)
     p_low_kw: np.ndarray  # (T, n_flex)
     p_high_kw: np.ndarray  # (T, n_flex)
+    inverters: InverterState | None = None  # controlled inverters, their P per step: (T, n)
 
     def __len__(self) -> int:
         return len(self.times)
 
     def point(self, step: int) -> OperatingPoint:
-        return OperatingPoint(self.p_kw[step], self.q_kvar[step])
+        if self.inverters is None:
+            return OperatingPoint(self.p_kw[step], self.q_kvar[step])
+        state = InverterState(self.inverters.controls, self.inverters.p_kw[step])
+        return OperatingPoint(self.p_kw[step], self.q_kvar[step], state)
 
     def head(self, steps: int) -> Profiles:
         """The first ``steps`` steps."""
-        return Profiles(*(getattr(self, f)[:steps] for f in self.__dataclass_fields__))
+        arrays = (getattr(self, f)[:steps] for f in ("times", "p_kw", "q_kvar", "p_low_kw", "p_high_kw"))
+        inverters = self.inverters
+        if inverters is not None:
+            inverters = InverterState(inverters.controls, inverters.p_kw[:steps])
+        return Profiles(*arrays, inverters)
 
 
 def read_profiles(path: str | Path, case: OcmCase) -> Profiles:
@@ -95,6 +105,9 @@ def profiles_from_frame(frame: pd.DataFrame, case: OcmCase) -> Profiles:
     high = np.array([f.p_high_kw for f in case.flexibilities])
     own_low = np.repeat(np.where(is_sgen, -high, low)[None, :], n, axis=0)
     own_high = np.repeat(np.where(is_sgen, -low, high)[None, :], n, axis=0)
+    controls = point.inverters.controls if point.inverters is not None else None
+    controlled = {} if controls is None else {key: j for j, key in enumerate(controls.keys)}
+    inverter_p = None if controls is None else np.repeat(point.inverters.p_kw[None, :], n, axis=0)
     for column in frame.columns.drop("time"):
         element, index, field = _parse_column(column)
         row = _element_row(case, element, index, column)
@@ -106,6 +119,12 @@ def profiles_from_frame(frame: pd.DataFrame, case: OcmCase) -> Profiles:
             raise ProfileError(
                 f"column {column}: {element} {index} is {what}; allowed fields: {', '.join(allowed)}"
             )
+        inverter = controlled.get(f"{element}.{index}")
+        if inverter is not None and field == "q_kvar":
+            raise ProfileError(
+                f"column {column}: {element} {index} has a reactive power control (q_control), "
+                "which sets its q_kvar"
+            )
         if field in ("min_p_kw", "max_p_kw"):
             target = own_low if field == "min_p_kw" else own_high
             target[:, flexibility] = values
@@ -116,10 +135,13 @@ def profiles_from_frame(frame: pd.DataFrame, case: OcmCase) -> Profiles:
         position = grid.bus_positions([row["bus"]])[0]
         change = LOAD_SIGN[element] * (values - net_value) * scaling
         (p if field == "p_kw" else q)[:, position] += change
+        if inverter is not None:
+            inverter_p[:, inverter] = LOAD_SIGN[element] * values * scaling
     low = np.where(is_sgen, -own_high, own_low)
     high = np.where(is_sgen, -own_low, own_high)
     _check_limits(low, high, case)
-    return Profiles(times, p, q, low, high)
+    inverters = None if controls is None else InverterState(controls, inverter_p)
+    return Profiles(times, p, q, low, high, inverters)
 
 
 def write_profiles(frame: pd.DataFrame, path: str | Path) -> None:
@@ -158,6 +180,7 @@ def simbench_profiles(net, day: str, case: OcmCase, minutes: int = 1) -> pd.Data
         )
     absolute = simbench.get_absolute_values(_with_profiles_only(net), profiles_instead_of_study_cases=True)
     flexible = {(f.element, f.index): f for f in case.flexibilities}
+    controlled = set() if case.controls is None else set(case.controls.keys)
     columns = {}
     for (element, quantity), table in absolute.items():
         if element not in ELEMENTS or quantity not in ("p_mw", "q_mvar"):
@@ -167,6 +190,8 @@ def simbench_profiles(net, day: str, case: OcmCase, minutes: int = 1) -> pd.Data
                 continue
             values = table[index].to_numpy(float)[rows] * 1e3
             flexibility = flexible.get((element, int(index)))
+            if quantity == "q_mvar" and f"{element}.{index}" in controlled:
+                continue  # its control sets Q
             if flexibility is None:
                 columns[f"{element}.{index}.{'p_kw' if quantity == 'p_mw' else 'q_kvar'}"] = values
             elif element == "sgen" and quantity == "p_mw":

@@ -16,6 +16,11 @@ non-finite values (no load flow solution, an unrated line) are ``null``. Schema,
     objective       "sum" | "proportional" | "maxmin"
     measured_buses  buses whose measured readings replaced the forecast
     stale_meters    {"count": n, "first": [the first few meter ids, sorted]}
+    forecast        {method: "held" (no error model yet) | "persistence" | "profile",
+                    coverage (the envelope's joint coverage on the history; 0 when held),
+                    safety_kw (Σ band width the envelope cost against the central forecast;
+                    null when not computed), left_envelope_buses (buses whose measured load
+                    left the last published forecast's envelope, at most 20)}; null if unknown
     flexibilities   [{flex_id, bus, p_low_kw, p_high_kw (hardware limits), p_min_kw, p_max_kw
                     (the band as published, i.e. rounded inwards to whole watts; when not
                     published, as computed; null without a solve), p_kw (its power at the
@@ -108,10 +113,12 @@ def status_document(
     band: tuple[Sequence[float], Sequence[float]] | None = None,
     result: BandResult | None = None,
     grid: dict | None = None,
+    forecast: dict | None = None,
 ) -> dict:
     """The whole document (see the module docstring). ``p_kw`` is each flexibility's metered
     power (None: no fresh reading, counted as 0); ``band`` the published (or computed) band;
-    ``grid`` what ``grid_status`` returned (None: buses, branches and binding are empty)."""
+    ``grid`` what ``grid_status`` returned (None: buses, branches and binding are empty);
+    ``forecast`` what the band was computed for (``ocm.oracle``; None: not known)."""
     metered = list(p_kw) if p_kw else [None] * len(flexibilities)
     low, high = band if band is not None else ([None] * len(flexibilities),) * 2
     report = result.verification if result is not None else None
@@ -127,6 +134,7 @@ def status_document(
         "reason": reason,
         "objective": objective,
         "measured_buses": measured_buses,
+        "forecast": forecast,
         "stale_meters": {"count": len(stale_meters), "first": list(stale_meters[:SHOWN_METERS])},
         "flexibilities": [
             {

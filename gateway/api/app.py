@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from contracts import clock
 from contracts.paths import NODE_MODULES
 from gateway.api import problems
 from gateway.api.context import ApiContext
@@ -54,7 +55,7 @@ def create_app(context: ApiContext) -> FastAPI:
     def health() -> dict:
         client = context.community.client
         head = client.head_block()
-        age = time.time() - client.latest_timestamp()
+        age = clock.now() - client.latest_timestamp()
         return {"status": "ok", "chain_id": client.chain_id, "head": head, "head_age_s": round(age, 1)}
 
     return app

@@ -437,7 +437,7 @@ class Catalogue:
         }
 
     def events(self, flexibilities: Sequence[Flexibility], now: float | None = None) -> list[dict[str, Any]]:
-        first = clock.minute_of(time.time() if now is None else now)
+        first = clock.minute_of(clock.now() if now is None else now)
         bands = self.resolver.bands([flex.flex_id for flex in flexibilities], first, self.horizon_minutes)
         stamp = _time(clock.minute_start(first))
         answer = []

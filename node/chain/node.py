@@ -6,6 +6,12 @@ seals out of turn (difficulty 1) after a delay that grows with its distance from
 in-turn signer, so two backups rarely collide. Nodes in one process can be linked as
 peers: sealed blocks and new transactions are passed on, and every imported block is
 validated by Clique's rules and re-executed. The heavier chain (total difficulty) wins.
+
+Block timestamps follow the node's clock (``use_clock``; real time by default). On an
+accelerated clock (``speed`` community seconds per real second, for demos and tests) blocks
+come every ``period`` clock seconds but at most every ``MIN_REAL_BLOCK_INTERVAL_S`` real
+seconds (at 20×: 10 clock seconds apart), so contracts see minutes and slots pass at the
+clock's pace and a transaction still lands within seconds of clock time.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 import rlp
 from eth.abc import BlockAPI, BlockHeaderAPI, SignedTransactionAPI
 from eth.chains.base import Chain
+from eth.consensus.clique import _utils as clique_utils
 from eth.constants import SECPK1_N, ZERO_ADDRESS
 from eth.db.atomic import AtomicDB
 from eth.db.backends.memory import MemoryDB
@@ -52,6 +59,7 @@ log = logging.getLogger(__name__)
 
 POOL_FILE = "txpool.sqlite"
 OUT_OF_TURN_STEP_S = 0.5
+MIN_REAL_BLOCK_INTERVAL_S = 0.5  # however fast the clock: py-evm seals a block in ~50 ms
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,20 @@ class PoaNode:
         self._pending_cache: tuple[tuple, BlockAPI] | None = None
         self._head_cache: tuple | None = None
         self._builds = 0  # blocks being built outside the lock (see _discard)
+        self.now: Callable[[], float] = time.time  # the clock block timestamps follow
+        self.clock_speed = 1.0
         self._restore_pool()
+
+    def use_clock(self, now: Callable[[], float], speed: float = 1.0) -> None:
+        """Follow the clock ``now`` (Unix seconds) that runs ``speed`` seconds per real second."""
+        if not speed > 0:
+            raise ValueError(f"the clock speed must be > 0, got {speed:g}")
+        self.now, self.clock_speed = now, float(speed)
+        # py-evm's Clique refuses headers from the future by real time; an accelerated clock
+        # is ahead of it. Its check is process-wide, as the community clock is.
+        clique_utils.eth_now = lambda: int(max(time.time(), now()))
+        with self.head_changed:
+            self.head_changed.notify_all()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -243,7 +264,8 @@ class PoaNode:
             self.votes.pop(to_canonical_address(address), None)
 
     def seal_delay(self, parent: BlockHeaderAPI, now: float) -> float | None:
-        """Seconds until this node should seal the child of ``parent``; None if it may not."""
+        """Clock seconds (``now`` is the clock's) until this node should seal the child of
+        ``parent``; None if it may not."""
         if self.sealer is None or not self.sealing_enabled:
             return None
         signers = sorted_signers(self.chain, parent)
@@ -251,11 +273,11 @@ class PoaNode:
             return None
         if recently_signed(self.chain, parent, self.sealer, len(signers)):
             return None
-        due = parent.timestamp + self.period
+        due = parent.timestamp + max(self.period, MIN_REAL_BLOCK_INTERVAL_S * self.clock_speed)
         in_turn = in_turn_signer(signers, parent.block_number + 1)
         if in_turn != self.sealer:
             distance = (signers.index(self.sealer) - signers.index(in_turn)) % len(signers)
-            due += OUT_OF_TURN_STEP_S * (len(signers) // 2 + distance)
+            due += OUT_OF_TURN_STEP_S * self.clock_speed * (len(signers) // 2 + distance)
         return max(0.0, due - now)
 
     def seal_next_block(self) -> BlockAPI | None:
@@ -266,7 +288,7 @@ class PoaNode:
             parent = self.chain.get_canonical_head()
             candidates = self.pool.executable(self.chain_nonce_reader())
             vote = self._next_vote(parent)
-        timestamp = max(parent.timestamp + self.period, int(time.time()))
+        timestamp = max(parent.timestamp + self.period, int(self.now()))
         with self._building_outside_lock():
             sealed = build_and_seal(self.chain, self.sealer_key, candidates, timestamp, vote, parent)
         with self.lock:
@@ -310,7 +332,7 @@ class PoaNode:
         cached = self._pending_cache
         if cached is not None and cached[0] == key:
             return cached[1]
-        timestamp = max(parent.timestamp + self.period, int(time.time()))
+        timestamp = max(parent.timestamp + self.period, int(self.now()))
         with self._building_outside_lock():
             block = build_block(self.chain, parent, self.sealer or ZERO_ADDRESS, candidates, timestamp).block
         self._pending_cache = (key, block)
@@ -433,9 +455,10 @@ class PoaNode:
             try:
                 with self.head_changed:
                     parent = self.chain.get_canonical_head()
-                    delay = self.seal_delay(parent, time.time())
+                    delay = self.seal_delay(parent, self.now())
                     if delay is None or delay > 0:
-                        self.head_changed.wait(timeout=min(delay if delay is not None else 1.0, 1.0))
+                        wait = 1.0 if delay is None else delay / self.clock_speed
+                        self.head_changed.wait(timeout=min(wait, 1.0))
                         continue
                 self.seal_next_block()  # drops its block itself if the head moved meanwhile
             except Exception:

@@ -35,6 +35,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    value = _number(text, float)
+    if not (0 < value < 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability strictly between 0 and 1")
+    return value
+
+
 def _number(text: str, kind):
     try:
         return kind(text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from contracts.build import CompileError, build_contracts
 from contracts.paths import CONTRACTS_DIR
 from node.cli.errors import CliError
 
@@ -59,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from contracts.build import CompileError, build_contracts  # solcx: imported only when used
+
     try:
         result = build_contracts(args.contracts_dir, force=args.force)
     except CompileError as error:
@@ -74,6 +75,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_deploy(args: argparse.Namespace) -> int:
     from contracts.accounts import Keyring
+    from contracts.build import CompileError, build_contracts
     from contracts.client import ChainClient, ChainError
     from contracts.deploy import CommunityConfig, ensure_deployment
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from node.cli.errors import CliError
-from ocm.grid.errors import NetworkError
-from ocm.grid.loadflow import NetworkResult, run_loadflow
-from ocm.grid.network_io import read_network
+
+if TYPE_CHECKING:  # the load flow is imported when it runs: every lec command builds this parser
+    import pandas as pd
+
+    from ocm.grid.loadflow import NetworkResult
 
 HELP = """\
 Run a HELM (holomorphic embedding) load flow of NET with its loads, static generators
@@ -56,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ocm.grid.errors import NetworkError
+    from ocm.grid.loadflow import run_loadflow
+    from ocm.grid.network_io import read_network
+
     try:
         grid = read_network(args.net)
     except NetworkError as error:

@@ -35,8 +35,14 @@ columns like load.3.p_kw, sgen.1.max_p_kw), written to --out as bands.csv, bands
 plots (bands.png, voltages.png, boxplots.png). --profiles simbench uses the profiles that a
 SimBench network carries, for one --day, interpolated to one minute.
 
-Exit status: 0 every band feasible, 1 some time step has no feasible band (then the bands
-are the least-violating zero-width ones, and the violation is reported), 2 bad input.
+With several NETs (or --workers K): every NET is one feeder, all solved in parallel worker
+processes (ocm.feeders.FeederPool); one line per feeder, or with --json a list of the
+documents above with "net", "name" and "error" (null, or why that feeder has no bands). A
+feeder that cannot be read or solved, or whose worker dies, is reported and the others go on.
+
+Exit status: 0 every band feasible, 1 some time step (or feeder) has no feasible band (then
+the bands are the least-violating zero-width ones, and the violation is reported) or some
+feeder failed, 2 bad input (of a single NET).
 
 The OCM service of a community, which publishes bands on chain every minute, is
 ``lec oracle run NET``.
@@ -46,6 +52,7 @@ examples:
   lec ocm feeder.json --json --objective maxmin
   lec ocm feeder.json --profiles day.csv --out bands/
   lec ocm simbench_lv.json --profiles simbench --day 2016-06-01 --steps 120
+  lec ocm feeder1.json feeder2.json feeder3.json --workers 2
 """
 
 
@@ -56,8 +63,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("net", metavar="NET", help="network file: pandapower JSON or native lec-network JSON")
+    parser.add_argument(
+        "nets",
+        nargs="+",
+        metavar="NET",
+        help="network file: pandapower JSON or native lec-network JSON; several: one feeder each",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        help="worker processes for several NETs (default: the CPU count; see docs/ocm.md)",
+    )
     add_solver_options(parser)
     parser.add_argument(
         "--profiles", metavar="CSV", help="profiles CSV, or 'simbench' for a SimBench net's own profiles"
@@ -93,15 +110,20 @@ def run(args: argparse.Namespace) -> int:
     from ocm.profiles import ProfileError
 
     _check_options(args)
+    args.net = args.nets[0]
     try:
         if args.profiles:
             return _run_timeseries(args)
+        if len(args.nets) > 1 or args.workers:
+            return _run_feeders(args)
         return _run_snapshot(args)
     except (NetworkError, ProfileError, OSError) as error:
         raise CliError(str(error)) from None
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    if args.profiles and (len(args.nets) > 1 or args.workers):
+        raise CliError("--profiles takes one NET (and no --workers)")
     if not args.profiles:
         given = [f"--{name}" for name in ("day", "steps", "out") if getattr(args, name) is not None]
         if given:
@@ -127,6 +149,63 @@ def _run_snapshot(args: argparse.Namespace) -> int:
         print(f"error: {result.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_feeders(args: argparse.Namespace) -> int:
+    """Every NET as one feeder of a ``FeederPool``: one step each, in parallel; a feeder that
+    cannot be read or solved is reported and does not stop the others."""
+    from ocm.case import load_case
+    from ocm.feeders import Feeder, FeederPool, FeederStep
+    from ocm.grid.errors import NetworkError
+
+    names = _feeder_names(args.nets)
+    feeders, requests, errors = [], {}, {}
+    for name, path in zip(names, args.nets, strict=True):
+        try:
+            case = load_case(path)
+        except (NetworkError, OSError) as error:
+            errors[name] = str(error)
+            continue
+        feeders.append(Feeder(name, case.grid, case.flexibilities, samples=args.samples))
+        requests[name] = FeederStep(case.point, objective=args.objective, seed=args.seed)
+    outcomes = {}
+    if feeders:
+        with FeederPool(feeders, workers=args.workers) as pool:
+            outcomes = pool.step(requests)
+    documents, lines = [], []
+    for name, path in zip(names, args.nets, strict=True):
+        outcome = outcomes.get(name)
+        error = errors.get(name) or (outcome.error if outcome else "")
+        result = outcome.result if outcome else None
+        document = {"net": path, "name": name, "error": error or None}
+        if result is not None:
+            document.update(result.to_json_dict())
+            state = "feasible" if result.feasible else f"INFEASIBLE ({result.message})"
+            lines.append(
+                f"{name}: {state}; {len(result.flexibilities)} flexibilities, bands "
+                f"P_max {result.p_max_kw.sum():.1f} kW, P_min {result.p_min_kw.sum():.1f} kW in total; "
+                f"verification {'passed' if result.verification.passed else 'FAILED'}; "
+                f"{result.seconds:.2f} s (worker {outcome.worker})"
+            )
+        else:
+            lines.append(f"{name}: FAILED ({error})")
+        documents.append(document)
+    print(json.dumps(documents, indent=1) if args.json else "\n".join(lines))
+    failed = [d["name"] for d in documents if d["error"] or not d.get("feasible")]
+    if failed:
+        print(f"error: no feasible band for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _feeder_names(paths: list[str]) -> list[str]:
+    """The file names, made unique (``a.json``, ``a.json#2``) when two NETs share one."""
+    names, seen = [], {}
+    for path in paths:
+        name = Path(path).name
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return names
 
 
 def _run_timeseries(args: argparse.Namespace) -> int:

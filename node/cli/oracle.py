@@ -1,11 +1,11 @@
-"""``lec oracle run``: the OCM oracle of a community, publishing bands on chain every minute."""
+"""``lec oracle run``: the OCM oracle of a community, publishing bands on chain."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from node.cli.arguments import positive_int
+from node.cli.arguments import positive_int, probability
 from node.cli.errors import CliError
 from node.cli.ocm import add_solver_options
 
@@ -19,6 +19,16 @@ with the key "ocm" of the data directory for the next --horizon minutes. A band 
 fails verification is never published; with no feasible schedule, the least-violating
 zero-width bands are. Runs until Ctrl-C (--once: one cycle, then exit; status 0 when a
 feasible band was published, 1 otherwise).
+
+Forecast errors: the measured bus loads teach a forecast and its error envelope (after
+--horizon + 2 minutes: persistence with learnt errors; after two days: daily profile plus
+the latest deviation). Bands then hold for every state in the envelope, which on the
+history covers every bus at once in a share --probability of the minutes; the capacity
+this costs against the central forecast is logged. Such bands are published again only
+when the measured load leaves the envelope, a device's availability changes, or fewer
+than --refresh minutes of them are left. Devices: the owners' reports on chain
+(DeviceStates: plug state and energy need of a car, charge of a battery), advanced by the
+devices' own meters; a charger without a car gets no capacity.
 
 examples:
   lec oracle run feeder.json --data-dir .lec/community --rpc-url http://127.0.0.1:8545
@@ -51,6 +61,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=3,
         help="minutes after which a reading is stale (default 3)",
     )
+    parser.add_argument(
+        "--probability",
+        type=probability,
+        default=0.99,
+        help="share of minutes the bands must hold for under forecast errors (default 0.99)",
+    )
+    parser.add_argument(
+        "--refresh",
+        type=positive_int,
+        default=15,
+        help="publish again when fewer minutes of the published bands are left (default 15)",
+    )
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
     add_solver_options(parser)
     parser.set_defaults(func=run)
@@ -74,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         stale_after_minutes=args.stale_after,
         seed=args.seed,
         samples=args.samples,
+        probability=args.probability,
+        refresh_minutes=args.refresh,
     )
     service = OcmService(
         community, keyring["ocm"], tables, settings, status_file=args.data_dir / "ocm" / "status.json"

@@ -229,13 +229,24 @@ def _post_tariffs(args: argparse.Namespace, case, tariffs) -> int:
         for hour, value in enumerate(values)
     ]
     try:
-        changed = [t for t in wanted if community.tariff.tariff_at(t.bus, t.hour) != t.price]
+        posted = _posted_tariffs(community, {t.hour for t in wanted})
+        changed = [t for t in wanted if posted.get((t.bus, t.hour), Decimal(0)) != t.price]
         for start in range(0, len(changed), POST_BATCH):
             community.tariff.post_tariffs(keyring["dso"], changed[start : start + POST_BATCH])
     except ChainError as error:
         raise CliError(f"posting the tariffs failed: {error}", exit_code=1) from None
     log.info("posted %d tariffs of %s (%d unchanged)", len(changed), case.day, len(wanted) - len(changed))
     return len(changed)
+
+
+def _posted_tariffs(community, hours: set[int]) -> dict:
+    """(bus, hour) → the tariff on chain for ``hours``, from the ``TariffPosted`` events (one
+    log query instead of a read per bus and hour; the latest posting wins, as on chain)."""
+    posted = {}
+    for tariff in community.tariff.follow_tariffs(0).poll().items:
+        if tariff.hour in hours:
+            posted[(tariff.bus, tariff.hour)] = tariff.price
+    return posted
 
 
 def outcome_schedules_at_spot(fleet, spot):

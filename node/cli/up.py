@@ -10,6 +10,7 @@ from node.cli.errors import CliError
 from node.cli.node import shutdown_requested
 
 DEFAULT_DATA_DIR = Path(".lec") / "community"
+MAX_CLOCK_SPEED = 20  # the OCM's cycle (~1.5 s real) must end, and land in a block, within a minute
 
 HELP = """\
 Run the community node on embedded defaults, in one process:
@@ -53,6 +54,12 @@ Stop with Ctrl-C; start again with the same data directory and it continues wher
 stopped. Keys live in DATA_DIR/keys.json (mode 0600) and are never printed.
 --community and --slot-minutes override the file's name and slot length; both are fixed
 once deployed, so later starts with the same data directory must give the same values.
+--clock-speed N (for demos and tests) runs the community clock at N simulated seconds per
+real second: block timestamps, minutes, market slots, meters and bands all follow it
+(blocks every 2 community seconds, at most two per real second; N at most 20, so that
+the OCM's bands for the next minute still land before it starts). Community time never
+runs backwards: a data directory that ran accelerated continues from its newest block's
+time, also at normal speed.
 
 examples:
   lec up
@@ -60,6 +67,7 @@ examples:
   lec up --slot-minutes 5 --data-dir .lec/fast   the demo with 5-minute market slots
   lec up --data-dir /srv/lec --port 8600 --ws-port 8601 --mqtt-port 1884 --api-port 8602
   lec up --embedded-broker       the embedded MQTT broker even when Mosquitto is installed
+  lec up --clock-speed 20 --data-dir .lec/fast   a community hour in three real minutes
   lec -q up                      only warnings in the log
 """
 
@@ -106,6 +114,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=5,
         help="the simulated meters first replay this many past minutes, so there is data at once (default 5)",
     )
+    parser.add_argument(
+        "--clock-speed",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="for demos and tests: N simulated seconds per real second (default 1: real time)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -126,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value is not None and not low <= value <= high:
             raise CliError(f"{name} must be {low}..{high}, got {value}")
+    if not 0 < args.clock_speed <= MAX_CLOCK_SPEED:  # also refuses nan
+        raise CliError(f"--clock-speed must be > 0 and at most {MAX_CLOCK_SPEED}, got {args.clock_speed:g}")
     definition = load_community(args.config) if args.config is not None else load_demo()
     definition = definition.with_overrides(name=args.community, slot_minutes=args.slot_minutes)
     stop = shutdown_requested()
@@ -138,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         chain = open_embedded_chain(args.data_dir)
     except (OSError, ValueError) as error:
         raise CliError(f"cannot open the chain in {args.data_dir}: {error}") from None
+    start_clock(chain, args.clock_speed)
     settings = NodeSettings(
         data_dir=args.data_dir,
         host=args.host,
@@ -162,3 +180,14 @@ def run(args: argparse.Namespace) -> int:
         node.stop()
     print("community node stopped", flush=True)
     return 0
+
+
+def start_clock(chain, speed: float) -> None:
+    """Run the community clock at ``speed`` and the chain on it. Community time never runs
+    backwards: a chain whose head is ahead of real time (it ran accelerated) continues from
+    its head's time, also at normal speed (else it would seal nothing until real time caught up)."""
+    from contracts import clock
+
+    head = chain.node.head
+    community_clock = clock.accelerate(speed, not_before=head.timestamp - chain.node.period)
+    chain.node.use_clock(community_clock.now, community_clock.speed)

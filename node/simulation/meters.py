@@ -1,9 +1,12 @@
 """The meter simulator: registered meters on a real LV feeder publish signed readings.
 
-For every minute, each meter's household (``node.simulation.profiles``) gives P and Q; the bus
+For every minute, each household meter's household (``node.simulation.profiles``) gives P and
+Q; a flexibility's own meter reports what the flexibility executes: its matched net energy
+in the minute's market slot (the chain's ``EnergyMarket.schedule``) as average kW, clipped
+into the band in force for that minute (0 kW without a published band), Q = 0. The bus
 loads go through a HELM load flow of the feeder, which gives every bus's V and θ; each
 meter signs its reading with its own key and publishes it on the gateway's topic. The
-clock replays past minutes at ``speed`` times real time, then runs in real time.
+clock replays past minutes at ``speed`` times the community clock, then runs with it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from contracts import clock as community_clock
 from contracts.accounts import Keyring
 from contracts.clock import SECONDS_PER_MINUTE, floor_to_minute, minute_of, minute_start
 from contracts.community import Community
@@ -53,18 +57,25 @@ class SimulatedMeter:
     bus_position: int
     household: profiles.Household
     key: object  # the meter's LocalAccount
-    idle_device: bool = False  # a flexibility's own meter: the simulator reports 0 W for now
+    flex_id: str | None = None  # a flexibility's own meter: it reports the flexibility's schedule
 
 
 class FeederSimulation:
     """Households on the buses of a feeder; ``readings(times)`` gives consistent P, Q, V, θ."""
 
-    def __init__(self, grid, meters: list[SimulatedMeter], seed: int):
+    def __init__(
+        self,
+        grid,
+        meters: list[SimulatedMeter],
+        seed: int,
+        device_kw: Callable[[str, int], float] | None = None,
+    ):
         from ocm.grid.helm import HelmSolver
 
         self.grid = grid
         self.meters = meters
         self.seed = seed
+        self.device_kw = device_kw  # (flex id, minute start) -> kW; None: flexibilities idle
         self._solver = HelmSolver(grid)
 
     def readings(self, times: list[int]) -> list[list[Reading]]:
@@ -77,9 +88,10 @@ class FeederSimulation:
         powers = np.zeros((len(times), len(self.meters), 2))
         for k, time_s in enumerate(times):
             for j, sim in enumerate(self.meters):
-                if sim.idle_device:
-                    continue
-                powers[k, j] = sim.household.minute(time_s, h0[sim.meter.meter_id][k], irradiance[k])
+                if sim.flex_id is None:
+                    powers[k, j] = sim.household.minute(time_s, h0[sim.meter.meter_id][k], irradiance[k])
+                elif self.device_kw is not None:
+                    powers[k, j, 0] = self.device_kw(sim.flex_id, time_s)
                 p[k, sim.bus_position] += powers[k, j, 0]
                 q[k, sim.bus_position] += powers[k, j, 1]
         flow = self._solver.solve(p, q)
@@ -129,9 +141,23 @@ def place_meters(community: Community, keyring: Keyring, grid, load_buses, seed:
         bus = meter.bus if meter.bus in buses else buses[n % len(buses)]
         rng = np.random.default_rng([seed, n])
         household = profiles.Household.random(rng, seed=seed * 100_003 + n)
-        idle = community.registry.flexibility_of_meter(meter_id) is not None
-        placed.append(SimulatedMeter(meter, position[bus], household, key, idle))
+        flex_id = community.registry.flexibility_of_meter(meter_id)
+        placed.append(SimulatedMeter(meter, position[bus], household, key, flex_id))
     return placed
+
+
+def executed_kw(community: Community, flex_id: str, minute_start_s: int) -> float:
+    """What a flexibility executes in a minute (kW, load convention): its matched net energy in
+    the minute's slot as average power, clipped into the minute's published band (none: 0)."""
+    from contracts.limits import BandSource
+
+    band = community.limits.band_at(flex_id, minute_start_s)
+    if band.source == BandSource.HARDWARE_BOUNDS:
+        return 0.0
+    slot = community.clock.slot_of(minute_start_s)
+    matched_kwh = community.market.schedule(flex_id, slot).matched_net_kwh
+    average_kw = matched_kwh * 60.0 / community.slot_minutes
+    return min(max(average_kw, band.p_min_kw), band.p_max_kw)
 
 
 def ensure_meters(community: Community, keyring: Keyring, count: int, load_buses: list[int]) -> None:
@@ -184,7 +210,7 @@ def run_simulation(
     mqtt_settings: MqttSettings,
     topic_community: str,
     settings: SimulatorSettings,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = community_clock.now,
     should_stop: Callable[[], bool] = lambda: False,
     meter_login: Callable[[str], tuple[str, str]] | None = None,
 ) -> int:
@@ -199,7 +225,9 @@ def run_simulation(
     meters = place_meters(community, keyring, grid, load_buses, settings.seed)
     if not meters:
         raise ValueError("no active meter with a key in the keyring to simulate (try --register --meters N)")
-    simulation = FeederSimulation(grid, meters, settings.seed)
+    simulation = FeederSimulation(
+        grid, meters, settings.seed, lambda flex_id, time_s: executed_kw(community, flex_id, time_s)
+    )
     keys = {sim.meter.meter_id: sim.key for sim in meters}
     clients: dict[str, mqtt.Client] = {}
     try:
@@ -222,7 +250,8 @@ def run_simulation(
         ) and not should_stop():
             replay_due = started + (minute - first) / settings.speed
             minute_end = minute + SECONDS_PER_MINUTE
-            time.sleep(max(0.0, max(replay_due, minute_end + PUBLISH_DELAY_S) - clock()))
+            wait = max(0.0, max(replay_due, minute_end + PUBLISH_DELAY_S) - clock())
+            time.sleep(community_clock.real_seconds(wait))
             (readings,) = simulation.readings([minute])
             infos = []
             for reading in readings:

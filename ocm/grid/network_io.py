@@ -1,5 +1,8 @@
 """Reading networks: pandapower nets (in memory or ``pandapower.to_json`` files) and the native
-``lec-network`` JSON format (documented in docs/native-network-format.md)."""
+``lec-network`` JSON format (documented in docs/native-network-format.md).
+
+pandapower files are read by ``ocm.grid.pandapower_json`` without importing pandapower (its
+import takes seconds); only files that reader cannot rebuild exactly go through pandapower."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pandas as pd
 
 from ocm.grid.errors import NetworkError
 from ocm.grid.model import Grid, NetworkTables, build_grid
+from ocm.grid.pandapower_json import PandapowerFile, UnsupportedFile, read_tables
 
 NATIVE_FORMAT = "lec-network"
 NATIVE_VERSION = 1
@@ -45,6 +49,19 @@ NATIVE_TABLES = {
 }
 _POWER_FIELDS = ("p_kw", "q_kvar", "min_p_kw", "max_p_kw", "min_q_kvar", "max_q_kvar")
 _INJECTION_FIELDS = ("bus", "scaling", "in_service", "controllable", "priority_group", *_POWER_FIELDS)
+# inverters' reactive power control (ocm.grid.reactive); sn_kva becomes pandapower's sn_mva
+_INVERTER_FIELDS = (
+    "sn_kva",
+    "q_control",
+    "cosphi_p_start_pu",
+    "cosphi_p_end_pu",
+    "cosphi_min",
+    "qv_v1_pu",
+    "qv_v2_pu",
+    "qv_v3_pu",
+    "qv_v4_pu",
+    "qv_q_max_pu",
+)
 NATIVE_FIELDS = {
     "buses": ("vn_kv", "min_vm_pu", "max_vm_pu", "in_service"),
     "lines": (
@@ -92,8 +109,8 @@ NATIVE_FIELDS = {
         "const_i_p_percent",
         "const_i_q_percent",
     ),
-    "sgens": _INJECTION_FIELDS,
-    "storages": _INJECTION_FIELDS,
+    "sgens": (*_INJECTION_FIELDS, *_INVERTER_FIELDS),
+    "storages": (*_INJECTION_FIELDS, *_INVERTER_FIELDS),
     "ext_grids": ("bus", "vm_pu", "va_degree", "in_service"),
 }
 REQUIRED_FIELDS = {
@@ -126,7 +143,10 @@ def read_network_tables(path: str | Path) -> NetworkTables:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise NetworkError(f"{path} is not a JSON network file ({error})") from None
     if isinstance(data, dict) and data.get("_class") == "pandapowerNet":
-        return tables_from_pandapower(_pandapower_from_json(text, path))
+        try:
+            return tables_from_pandapower_file(read_tables(data, SUPPORTED_TABLES))
+        except UnsupportedFile:
+            return tables_from_pandapower(_pandapower_from_json(text, path))
     if isinstance(data, dict) and data.get("format") == NATIVE_FORMAT:
         return tables_from_native(data, default_name=path.stem)
     raise NetworkError(
@@ -144,6 +164,29 @@ def tables_from_pandapower(net) -> NetworkTables:
     """Element tables of a pandapower net, after rejecting unsupported in-service elements."""
     if not all(isinstance(net.get(name), pd.DataFrame) for name in SUPPORTED_TABLES):
         raise NetworkError("not a pandapower network: element tables are missing")
+    _reject_unsupported(net)
+    return NetworkTables(
+        name=str(net.get("name") or ""),
+        sn_mva=float(net.sn_mva),
+        f_hz=float(net.f_hz),
+        **{name: net[name] for name in SUPPORTED_TABLES},
+    )
+
+
+def tables_from_pandapower_file(file: PandapowerFile) -> NetworkTables:
+    """Element tables of a pandapower JSON file read without pandapower (``read_tables``),
+    checked like ``tables_from_pandapower``."""
+    _reject_unsupported(file.tables)
+    return NetworkTables(
+        name=str(file.name or ""),
+        sn_mva=float(file.sn_mva),
+        f_hz=float(file.f_hz),
+        **{name: file.tables[name] for name in SUPPORTED_TABLES},
+    )
+
+
+def _reject_unsupported(net) -> None:
+    """``NetworkError`` if an element table that the model does not support has rows in service."""
     for name, table in net.items():
         if (
             isinstance(table, pd.DataFrame)
@@ -158,12 +201,6 @@ def tables_from_pandapower(net) -> NetworkTables:
             raise NetworkError(
                 f"{name} {shown} in service: {hint}. Set them out of service to run without them"
             )
-    return NetworkTables(
-        name=str(net.get("name") or ""),
-        sn_mva=float(net.sn_mva),
-        f_hz=float(net.f_hz),
-        **{name: net[name] for name in SUPPORTED_TABLES},
-    )
 
 
 def tables_from_native(data: dict, default_name: str = "") -> NetworkTables:
@@ -224,6 +261,8 @@ def _native_table(key: str, rows) -> pd.DataFrame:
         if field in table:
             unit = field.replace("_kw", "_mw").replace("_kvar", "_mvar")
             table[unit] = pd.to_numeric(table.pop(field), errors="coerce") / 1e3
+    if "sn_kva" in table:
+        table["sn_mva"] = pd.to_numeric(table.pop("sn_kva"), errors="coerce") / 1e3
     return table
 
 

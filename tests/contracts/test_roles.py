@@ -33,6 +33,7 @@ ROLE_CHECKING_CONTRACTS = (
     "Settlement",
     "DynamicTariff",
     "FlexibilityMarket",
+    "DeviceStates",
 )
 
 
@@ -173,6 +174,13 @@ GUARDED = [
         Role.MARKET_OPERATOR,
         ("operator", "admin"),
     ),
+    Guarded(  # the owner alone (NotFlexibilityOwner for another member: test_device_states.py)
+        "devices",
+        "report",
+        lambda env: (units.encode_id("BAT01"), False, 0, 5000, 10_000, 1000),
+        Role.MEMBER,
+        ("alice",),
+    ),
 ]
 
 # ERC-20 holder functions need no role: they act on the caller's own balance or allowance.
@@ -183,7 +191,7 @@ SELF_ONLY_FUNCTIONS = {("registry", "renounceRole"), ("registry", "acceptDefault
 
 def test_every_state_changing_function_is_covered(env):
     covered = {(g.contract, g.function) for g in GUARDED} | HOLDER_FUNCTIONS | SELF_ONLY_FUNCTIONS
-    for attribute in ("registry", "ledger", "limits", "token"):
+    for attribute in ("registry", "ledger", "limits", "token", "devices"):
         abi = getattr(env.community, attribute).contract.abi
         for item in abi:
             if item["type"] == "function" and item["stateMutability"] in ("nonpayable", "payable"):

@@ -67,3 +67,36 @@ def test_ids():
     for bad in ("", "x" * 33, "a\x00b"):
         with pytest.raises(units.UnitError):
             units.encode_id(bad)
+
+
+def test_the_community_clock_runs_at_its_speed_and_child_processes_agree(monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.setattr(clock, "_clock", clock._clock)  # restored after the test
+    monkeypatch.setenv(clock.CLOCK_ENV, "1 0 0")  # likewise (accelerate sets it)
+    ahead = time.time() + 3600  # a chain that ran accelerated before: its head is ahead
+    clock.accelerate(20, not_before=ahead)
+    first = clock.now()
+    assert ahead <= first < ahead + 20 and clock.speed() == 20
+    time.sleep(0.5)
+    assert clock.now() - first == pytest.approx(10, abs=4)  # 20 community seconds per real second
+    assert clock.real_seconds(60) == 3
+    assert 0 <= clock.real_seconds_to_next_minute(5) <= 3.25
+    script = "from contracts import clock; print(clock.now(), clock.speed())"
+    before = clock.now()
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=os.environ)
+    after = clock.now()
+    child_now, child_speed = (float(value) for value in child.stdout.split())
+    assert child_speed == 20 and before <= child_now <= after
+
+
+@pytest.mark.parametrize("bad", [0, -1.5, math.nan])
+def test_a_clock_that_stands_still_or_runs_backwards_is_refused(bad, monkeypatch):
+    monkeypatch.setattr(clock, "_clock", clock._clock)
+    with pytest.raises(ValueError, match="speed must be > 0"):
+        clock.accelerate(bad)
+    with pytest.raises(ValueError, match="speed must be > 0"):
+        clock.CommunityClock.decode(f"{bad} 0 0")

@@ -1,6 +1,7 @@
 """Simulated members: their plans respect bands, prices, the price tick and the minimum
 quantity, and a flexibility without a published band plans nothing; a round on the chain
-trades PV energy to the EV, the battery and the consumer without a single refused order."""
+trades PV energy to the EV, the battery and the consumer without a single refused order,
+and in a round like the demo's every order finds a counterparty (none is left to expire)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from market.agents import BatteryOwner, EvOwner, PlainConsumer, PvProsumer, Slot
 IMPORT, EXPORT = Decimal("0.3"), Decimal("0.05")
 
 
-def outlook(band=None, net=0.0, open_buy=0.0, open_sell=0.0, slot=100, published=True):
+def outlook(band=None, net=0.0, open_buy=0.0, open_sell=0.0, slot=100, published=True, bids=(), asks=()):
     return SlotOutlook(
         slot,
         15,
@@ -26,6 +27,8 @@ def outlook(band=None, net=0.0, open_buy=0.0, open_sell=0.0, slot=100, published
         matched_net_kwh=net,
         open_buy_kwh=open_buy,
         open_sell_kwh=open_sell,
+        bids=tuple((Decimal(price), kwh) for price, kwh in bids),
+        asks=tuple((Decimal(price), kwh) for price, kwh in asks),
     )
 
 
@@ -51,16 +54,24 @@ def test_an_ev_owner_spreads_its_need_and_pays_up_to_the_import_price_at_the_end
     assert ev.plan(outlook(band=(0.0, 11.0), slot=104)) == []
 
 
-def test_a_battery_charges_when_low_and_discharges_when_high():
-    band = (-20.0, 20.0)
-    low = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=1)
-    assert [(o.side, o.energy_kwh) for o in low.plan(outlook(band=band))] == [(Side.BUY, 5.0)]
-    high = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=9)
-    assert [(o.side, o.energy_kwh) for o in high.plan(outlook(band=band))] == [(Side.SELL, 5.0)]
+def test_a_battery_takes_open_orders_between_its_reservation_prices_immediately():
+    # the others' open orders (price, kWh): a bid at 0.25 and one at 0.10, asks at 0.125 and 0.29
+    book = {"bids": [("0.25", 1.2), ("0.10", 3.0)], "asks": [("0.125", 0.8), ("0.29", 2.0)]}
     middle = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=5)
-    buy, sell = middle.plan(outlook(band=(-4.0, 8.0)))
-    assert (buy.energy_kwh, sell.energy_kwh) == (2.0, 1.0)
-    assert buy.limit_price < sell.limit_price
+    buy, sell = middle.plan(outlook(band=(-20.0, 20.0), **book))
+    assert (buy.side, buy.energy_kwh, sell.side, sell.energy_kwh) == (Side.BUY, 0.8, Side.SELL, 1.2)
+    assert {buy.time_in_force, sell.time_in_force} == {TimeInForce.IMMEDIATE_OR_CANCEL}
+    assert Decimal("0.125") <= buy.limit_price < sell.limit_price <= Decimal("0.25")  # both cross
+    low = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=1)  # buys only, and pays more
+    (order,) = low.plan(outlook(band=(-20.0, 20.0), **book))
+    assert order.side == Side.BUY and order.limit_price > buy.limit_price
+    high = BatteryOwner("alice", None, "BAT", capacity_kwh=10, soc_kwh=9)  # sells only, cheaper
+    (order,) = high.plan(outlook(band=(-20.0, 20.0), **book))
+    assert order.side == Side.SELL and order.limit_price < sell.limit_price
+    # never beyond the band, its charge or what the book offers; nothing without a counterparty
+    buy, sell = middle.plan(outlook(band=(-4.0, 2.0), net=0.3, **book))
+    assert (buy.energy_kwh, sell.energy_kwh) == (0.2, 1.2)
+    assert middle.plan(outlook(band=(-20.0, 20.0))) == []
 
 
 def test_a_plain_consumer_buys_its_load_immediately_or_not_at_all():
@@ -86,6 +97,28 @@ def test_prices_are_on_the_market_tick():
     ev = EvOwner("bob", None, "EV", energy_kwh=6.0, deadline_slot=103, bid_share=1 / 3)
     (order,) = ev.plan(outlook(band=(0.0, 11.0)))
     assert order.limit_price_units % PRICE_TICK_UNITS == 0 and order.limit_price == third
+
+
+def test_in_a_round_like_the_demos_every_order_finds_a_counterparty(env):
+    start = env.client.w3.eth.block_number
+    slot = env.open_slot()
+    agents = [  # in the demo's order: PV asks, the EV bids, the battery takes the rest
+        PvProsumer("carol", env["carol"], "PV", surplus_kw=4.0),
+        EvOwner("bob", env["bob"], "EV", energy_kwh=4.0, deadline_slot=slot + 1),
+        BatteryOwner("alice", env["alice"], "BAT", capacity_kwh=20, soc_kwh=10),
+    ]
+    results = trading_round(agents, env.community, slot)
+    placed = [order for result in results.values() for order in result.placed]
+    assert len(placed) == 3 and not any(result.refused for result in results.values())
+    view = build_order_book(env.community.market, from_block=start)
+    assert [view.orders[order.order_id].remaining_wh for order in placed] == [0, 0, 0]  # all filled
+    assert env.market.market.schedule("EV", slot).matched_buy_kwh == 2.0  # 1 from the PV, 1 battery
+    assert results["alice"].sold_kwh == 1.0 and agents[2].soc_kwh == 9.0
+    # the EV's rest was filled after it was placed; its next round takes that off its need
+    assert agents[1].needed_kwh == 3.0
+    env.publish_band("EV", slot + 1, 0, 11_000)
+    (order,) = agents[1].act(env.community, slot + 1).placed
+    assert agents[1].needed_kwh == 2.0 and order.rests  # its last slot: 2 kWh, nobody sells
 
 
 def test_orders_below_the_minimum_quantity_are_not_placed(env):

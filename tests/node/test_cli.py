@@ -170,6 +170,40 @@ def test_up_bad_options_are_clear_errors(tmp_path):
     assert completed.returncode == 2 and "--slot-minutes must be 1..64" in completed.stderr
     completed = lec("up", "--data-dir", str(tmp_path), "--mqtt-port", "70000")
     assert completed.returncode == 2 and "--mqtt-port must be 0..65535" in completed.stderr
+    for speed in ("0", "-5", "25", "nan"):
+        completed = lec("up", "--data-dir", str(tmp_path), "--clock-speed", speed)
+        assert completed.returncode == 2, completed.stderr
+        assert f"--clock-speed must be > 0 and at most 20, got {float(speed):g}" in completed.stderr
+    help_text = " ".join(lec("up", "--help").stdout.split())
+    assert "for demos and tests: N simulated seconds per real second" in help_text
+
+
+def test_a_chain_that_ran_accelerated_continues_at_normal_speed(tmp_path, monkeypatch):
+    from eth.consensus.clique import _utils as clique_utils
+
+    from contracts import clock
+    from node.cli.up import start_clock
+    from node.embedded import open_embedded_chain
+    from tests.waiting import wait_for
+
+    monkeypatch.setattr(clique_utils, "eth_now", clique_utils.eth_now)  # all three are restored
+    monkeypatch.setattr(clock, "_clock", clock._clock)
+    monkeypatch.setenv(clock.CLOCK_ENV, "1 0 0")
+    chain = open_embedded_chain(tmp_path)
+    try:
+        start_clock(chain, 20)
+        wait_for(lambda: chain.node.head.timestamp > time.time() + 120, "a head two minutes ahead", 30)
+    finally:
+        chain.stop()
+    chain = open_embedded_chain(tmp_path)  # a restart at normal speed
+    try:
+        ahead = chain.node.head
+        start_clock(chain, 1)
+        assert clock.now() >= ahead.timestamp - chain.node.period and clock.speed() == 1
+        wait_for(lambda: chain.node.head.block_number > ahead.block_number + 1, "blocks after a restart", 30)
+        assert chain.node.head.timestamp > ahead.timestamp
+    finally:
+        chain.stop()
 
 
 def test_api_and_openadr_bad_options_are_clear_errors(tmp_path):

@@ -157,16 +157,16 @@ def test_the_shipped_demo_is_the_demo_community():
     )  # fmt: skip
 
 
-def test_the_demo_agents_come_from_the_configuration_sellers_first():
+def test_the_demo_agents_come_from_the_configuration_the_battery_last():
     community = SimpleNamespace(clock=SlotClock(15))
     agents = trading_agents(load_demo(), Keyring.ephemeral(), community)
     assert [(type(a).__name__, a.asset_id) for a in agents] == [
         ("PvProsumer", "PV01"),
-        ("BatteryOwner", "BAT01"),
         ("EvOwner", "CS01"),
         ("EvOwner", "CS02"),
+        ("BatteryOwner", "BAT01"),  # it takes what the others leave open
     ]
-    assert (agents[0].surplus_kw, agents[1].capacity_kwh, agents[2].needed_kwh) == (6.0, 100.0, 20.0)
+    assert (agents[0].surplus_kw, agents[3].capacity_kwh, agents[1].needed_kwh) == (6.0, 100.0, 20.0)
 
 
 BAD_INPUTS = [

@@ -1,5 +1,6 @@
 """The meter simulator on the Kerber Dorfnetz feeder: signed readings through the gateway,
-and V, θ on chain are what a load flow of the recorded P, Q gives."""
+and V, θ on chain are what a load flow of the recorded P, Q gives; a flexibility's own
+meter reports what it traded, inside its band."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from node.simulation.meters import SimulatorSettings, load_feeder, place_meters, run_simulation
+from contracts import clock
+from market.agents import EvOwner, PvProsumer, trading_round
+from node.simulation.meters import SimulatorSettings, executed_kw, load_feeder, place_meters, run_simulation
 from node.simulation.profiles import Household, h0_kw
 from ocm.grid.helm import HelmSolver
 from tests.gateway.conftest import start_gateway
 from tests.gateway.helpers import wait_for
 from tests.gateway.test_delivery import gateway_settings
+from tests.market_setup import env, market_chain  # noqa: F401  (fixtures)
 
 
 def test_household_profile_follows_h0_and_pv_injects_at_noon():
@@ -65,3 +69,19 @@ def test_simulated_readings_are_consistent(stack, artifacts, broker, tmp_path, t
             recorded = found[sim.meter.meter_id]
             assert recorded.v_pu == pytest.approx(flow.vm_pu[0, sim.bus_position], abs=2e-4)
             assert recorded.theta_deg == pytest.approx(flow.va_degree[0, sim.bus_position], abs=2e-2)
+
+
+def test_a_flexibility_meter_reports_its_trades_as_average_power_inside_the_band(env):  # noqa: F811
+    slot = env.open_slot()  # bands at the hardware bounds: EV 0..11 kW, PV -10..0, battery -20..20
+    agents = [
+        PvProsumer("carol", env["carol"], "PV", surplus_kw=8.0),
+        EvOwner("bob", env["bob"], "EV", energy_kwh=1.5, deadline_slot=slot),
+    ]
+    trading_round(agents, env.community, slot)  # the EV buys 1.5 kWh of the PV's 2 kWh
+    first, last = (clock.minute_start(m) for m in (slot * 15, slot * 15 + 14))
+    assert executed_kw(env.community, "EV", first) == pytest.approx(6.0)  # 1.5 kWh in 15 minutes
+    assert executed_kw(env.community, "PV", last) == pytest.approx(-6.0)
+    assert executed_kw(env.community, "BAT", first) == 0.0  # nothing traded
+    env.publish_band("EV", slot, 0, 4000)  # a tighter band: the charger keeps inside it
+    assert executed_kw(env.community, "EV", first) == pytest.approx(4.0)
+    assert executed_kw(env.community, "EV", clock.minute_start((slot + 1) * 15)) == 0.0  # no band, no power

@@ -224,3 +224,33 @@ def test_through_lec_main_once_registered(monkeypatch, capsys, nets):
     assert json.loads(capsys.readouterr().out)["feasible"] is True
     assert main.main(["ocm", str(nets["paper"]) + ".missing"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_several_nets_are_solved_in_parallel_workers_each_reported(capsys, nets, tmp_path):
+    missing = tmp_path / "absent.json"
+    code, out, err = lec_ocm(
+        capsys,
+        str(nets["paper"]),
+        str(nets["high"]),
+        str(missing),
+        "--workers",
+        "2",
+        "--json",
+        "--samples",
+        "50",
+    )
+    documents = json.loads(out)
+    assert code == 1 and "no feasible band for high.json, absent.json" in err
+    assert [d["name"] for d in documents] == ["paper.json", "high.json", "absent.json"]
+    paper, high, absent = documents
+    assert paper["feasible"] is True and paper["error"] is None and len(paper["flexibilities"]) == 2
+    assert high["feasible"] is False and high["error"] is None
+    assert "no such file" in absent["error"] and "feasible" not in absent
+    # the same bands as the single-network command
+    _, single, _ = lec_ocm(capsys, str(nets["paper"]), "--json", "--samples", "50")
+    assert json.loads(single)["flexibilities"] == paper["flexibilities"]
+
+
+def test_profiles_take_one_net(capsys, nets):
+    code, _, err = lec_ocm(capsys, str(nets["paper"]), str(nets["high"]), "--profiles", "x.csv")
+    assert code == 2 and "--profiles takes one NET" in err

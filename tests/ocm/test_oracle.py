@@ -209,8 +209,8 @@ def test_oracle_command_line_errors(tmp_path, feeder_file, capsys):
     assert main(["oracle", "run", str(feeder_file[0]), "--data-dir", str(tmp_path)]) == 2
     assert "no community deployment recorded" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["ocm", str(feeder_file[0]), "extra"])
-    assert "unrecognized arguments: extra" in capsys.readouterr().err
+        main(["ocm", str(feeder_file[0]), "--extra"])
+    assert "unrecognized arguments: --extra" in capsys.readouterr().err
 
 
 def test_oracle_once_publishes_through_json_rpc(deployed, feeder_file, tmp_path, capsys):
@@ -348,3 +348,73 @@ def test_status_is_written_when_nothing_is_published(deployed, feeder_file, tmp_
     assert status["minute"] == now + 1 and status["published"] is False
     assert status["reason"] == "cycle failed: ConnectionError: the chain is gone"
     assert status["buses"] == [] and status["flexibilities"] == []
+
+
+def test_bands_hold_for_the_learnt_envelope_once_the_history_allows(deployed, feeder_file, tmp_path):
+    _, community, keyring = deployed
+    now = chain_minute(community)
+    record(community, keyring, now - 1, 8.0, 8.0)
+    status_file = tmp_path / "status.json"
+    held = service_for(deployed, feeder_file, status_file, horizon_minutes=3).cycle(now)
+    assert held.forecast.probability == 0 and held.safety_kw is None  # no error model yet
+    assert json.loads(status_file.read_text())["forecast"]["method"] == "held"
+
+    service = service_for(deployed, feeder_file, status_file, horizon_minutes=3)
+    rng = np.random.default_rng(1)
+    for minute in range(now - 40, now):  # 40 noisy minutes measured at the load buses
+        measured = np.zeros(service.grid.n_bus, dtype=bool)
+        measured[service.grid.bus_positions([int(b) for b in service.grid.bus_ids])] = (
+            service.forecast.p_kw > 0
+        )
+        p = np.where(measured, 8.0 + rng.normal(0, 2.0, service.grid.n_bus), service.forecast.p_kw)
+        service.history.record(minute, p, measured)
+    learnt = service.cycle(now)
+    assert (
+        learnt.published and learnt.forecast.method == "persistence" and learnt.forecast.probability >= 0.99
+    )
+    assert learnt.safety_kw is not None and learnt.safety_kw > 0  # the envelope costs band
+    status = json.loads(status_file.read_text())["forecast"]
+    assert status["method"] == "persistence" and status["coverage"] >= 0.99 and status["safety_kw"] > 0
+
+
+def test_a_charger_without_a_car_gets_no_capacity(deployed, feeder_file):
+    """The owner reports on chain (DeviceStates): CS01 has no car, CS02's car wants 3 kWh."""
+    _, community, keyring = deployed
+    now = chain_minute(community)
+    member = keyring["member"]
+    community.client.wait(community.client.send_ether(keyring["admin"], member.address, 10**18))
+    community.devices.report(member, "CS01", plugged=False)
+    community.devices.report(member, "CS02", plugged=True, energy_need_kwh=3.0)
+    record(community, keyring, now - 1, 8.0, 8.0)
+    outcome = service_for(deployed, feeder_file, horizon_minutes=30).cycle(now)
+    bands = {band.flex_id: band for band in outcome.bands}
+    assert outcome.published and (bands["CS01"].p_min_kw, bands["CS01"].p_max_kw) == (0.0, 0.0)
+    assert 0 < bands["CS02"].p_max_kw <= 6.0  # 3 kWh over half an hour
+
+
+def learnt_service(deployed, feeder_file, now, status_file=None, **settings):
+    """A service whose history holds 40 noisy minutes (8 ± 2 kW) at the load buses."""
+    service = service_for(deployed, feeder_file, status_file, **settings)
+    rng = np.random.default_rng(1)
+    loads = service.forecast.p_kw > 0
+    for minute in range(now - 40, now):
+        p = np.where(loads, 8.0 + rng.normal(0, 2.0, service.grid.n_bus), service.forecast.p_kw)
+        service.history.record(minute, p, loads)
+    return service
+
+
+def test_bands_are_published_again_only_when_the_envelope_or_the_horizon_requires(deployed, feeder_file):
+    _, community, keyring = deployed
+    now = chain_minute(community)
+    record(community, keyring, now - 2, 8.0, 8.0)
+    settings = {"horizon_minutes": 20, "refresh_minutes": 5, "stale_after_minutes": 30, "safety_price": False}
+    service = learnt_service(deployed, feeder_file, now, **settings)
+    first = service.cycle(now)
+    assert first.published
+    held = service.cycle(now + 1)  # the same readings: inside the envelope
+    assert not held.published and "hold until minute" in held.reason and held.bands == first.bands
+    assert service.cycle(now + 16).published  # 20 - 16 < 5 minutes of the horizon left
+    record(community, keyring, now - 1, 30.0, 8.0)  # far outside what the history taught
+    moved = service.cycle(now + 17)
+    assert moved.published and moved.left_envelope
+    assert sum(moved.result.p_max_kw) < sum(first.result.p_max_kw)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 
 from contracts import clock, units
@@ -41,7 +40,7 @@ def price(units_per_kwh: int) -> float:
 def flexibility_info(context: ApiContext, flex: Flexibility, with_band: bool = True) -> FlexibilityInfo:
     band = None
     if with_band and flex.active:
-        now = context.community.limits.band_at(flex.flex_id, int(time.time()))
+        now = context.community.limits.band_at(flex.flex_id, int(clock.now()))
         band = BandNow(p_min_kw=now.p_min_kw, p_max_kw=now.p_max_kw, source=now.source.name.lower())
     return FlexibilityInfo(
         flex_id=flex.flex_id,
@@ -61,7 +60,7 @@ def window(
     from_time: int | None, to_time: int | None, before_s: int = 2 * 3600, after_s: int = 3600
 ) -> tuple[int, int]:
     """A time window (minute-aligned) defaulting to ``before_s`` back and ``after_s`` ahead."""
-    now = int(time.time())
+    now = int(clock.now())
     start = clock.floor_to_minute(from_time if from_time is not None else now - before_s)
     end = clock.floor_to_minute(to_time if to_time is not None else now + after_s)
     if end <= start:

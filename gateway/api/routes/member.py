@@ -5,8 +5,6 @@ only the member's wallet can sign, and ``POST /v1/tx`` relays the signed ones.""
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, Path, Query
 
 from contracts import clock
@@ -143,7 +141,7 @@ def router(context: ApiContext) -> APIRouter:
         if meter_id is not None and meter_id not in mine:
             raise Problem(404, "Not found", f"meter_id: {meter_id} is not one of your meters")
         chosen = [meter_id] if meter_id else mine
-        oldest = since if since is not None else int(time.time()) - 3600
+        oldest = since if since is not None else int(clock.now()) - 3600
         views = context.index.refresh()
         found = sorted(
             (r for m in chosen for r in views.readings.get(m, ()) if r.time >= oldest),

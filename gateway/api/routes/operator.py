@@ -3,11 +3,9 @@ state, the clearing mode and the standing prices."""
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Depends, Query
 
-from contracts import units
+from contracts import clock, units
 from contracts.market import Side
 from contracts.registry import Role
 from gateway.api.auth import role_holder
@@ -33,7 +31,7 @@ def router(context: ApiContext) -> APIRouter:
         back: int = Query(default=4, ge=0, le=96, description="slots before the current one"),
         ahead: int = Query(default=4, ge=0, le=96, description="slots after the current one"),
     ) -> list[SlotInfo]:
-        current = community.clock.slot_of(time.time())
+        current = community.clock.slot_of(clock.now())
         book = context.index.refresh().book
         answer = []
         for slot in range(current - back, current + ahead + 1):
@@ -61,7 +59,7 @@ def router(context: ApiContext) -> APIRouter:
         summary="Clearing mode, pause, gate closure, prices",
     )
     def market(address: str = Depends(operator)) -> MarketSettings:
-        current = community.clock.slot_of(time.time())
+        current = community.clock.slot_of(clock.now())
         terms = community.settlement.terms_at(current)
         return MarketSettings(
             clearing_mode=community.market.clearing_mode().name.lower(),

@@ -5,11 +5,11 @@ transaction for the caller's own key."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from contracts import clock
 from contracts.client import ContractRevert
 from contracts.flexibility import Bid, PlacedBid, PostedRequirement, Requirement, escrow_units
 from contracts.registry import Role
@@ -48,7 +48,7 @@ def router(context: ApiContext) -> APIRouter:
         from_hour: int | None = Query(default=None, ge=0, le=MAX_HOUR, description="Unix hour; now"),
         to_hour: int | None = Query(default=None, ge=0, le=MAX_HOUR, description="exclusive; +48 h"),
     ) -> list[TariffInfo]:
-        first = hour_of(time.time()) if from_hour is None else from_hour
+        first = hour_of(clock.now()) if from_hour is None else from_hour
         last = first + 48 if to_hour is None else to_hour
         if not first < last <= first + MAX_TARIFF_HOURS:
             raise Problem(

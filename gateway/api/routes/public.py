@@ -3,11 +3,9 @@ settlement results. Everything here is on chain already; no sign-in needed."""
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Query
 
-from contracts import units
+from contracts import clock, units
 from contracts.market import Side
 from gateway.api.context import ApiContext
 from gateway.api.models import (
@@ -52,7 +50,7 @@ def router(context: ApiContext) -> APIRouter:
     )
     def community_info() -> CommunityInfo:
         client = community.client
-        now = int(time.time())
+        now = int(clock.now())
         slot = community.clock.slot_of(now)
         terms = community.settlement.terms_at(slot)
         return CommunityInfo(
@@ -126,7 +124,7 @@ def router(context: ApiContext) -> APIRouter:
         slot: int | None = Query(default=None, ge=0, le=MAX_SLOT, description="default: the next slot"),
     ) -> OrderBook:
         if slot is None:
-            slot = community.clock.slot_of(time.time()) + 1
+            slot = community.clock.slot_of(clock.now()) + 1
         book = context.index.refresh().book
         return OrderBook(
             slot=slot,
@@ -154,7 +152,7 @@ def router(context: ApiContext) -> APIRouter:
         from_slot: int | None = Query(default=None, ge=0, le=MAX_SLOT, description="default: 8 slots back"),
         to_slot: int | None = Query(default=None, ge=0, le=MAX_SLOT, description="default: 4 slots ahead"),
     ) -> list[SlotPrice]:
-        current = community.clock.slot_of(time.time())
+        current = community.clock.slot_of(clock.now())
         first = current - 8 if from_slot is None else from_slot
         last = current + 4 if to_slot is None else to_slot
         if last < first or last - first > MAX_SLOTS:

@@ -4,6 +4,7 @@ py-evm leaves out."""
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from eth_utils import ValidationError, to_checksum_address
 
 from node.chain.consensus import signer_of
 from node.chain.genesis import GenesisConfig
-from node.chain.node import PoaNode, link
+from node.chain.node import MIN_REAL_BLOCK_INTERVAL_S, PoaNode, link
 from tests.waiting import wait_for
 
 PERIOD = 1
@@ -127,6 +128,27 @@ def test_imported_blocks_must_follow_clique_rules(network):
         too_early = build_and_seal(follower.chain, sealer.sealer_key, [], genesis.timestamp + 0).block
     with pytest.raises(ValidationError, match=r"period|timestamp"):
         follower.import_block(too_early)
+
+
+def test_on_an_accelerated_clock_block_timestamps_follow_it_at_most_two_blocks_a_second(network, monkeypatch):
+    from eth.consensus.clique import _utils as clique_utils
+
+    monkeypatch.setattr(clique_utils, "eth_now", clique_utils.eth_now)  # use_clock replaces it
+    (node,) = network(1)
+    speed, began = 20.0, time.time()
+
+    def community_now():
+        return began + (time.time() - began) * speed
+
+    node.use_clock(community_now, speed)
+    wait_for(lambda: node.head.timestamp >= began + 120, "two community minutes of blocks", timeout=30)
+    real_s = time.time() - began
+    new = [header for header in canonical_headers(node) if header.timestamp > began + PERIOD]
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(new)]
+    spacing = MIN_REAL_BLOCK_INTERVAL_S * speed  # 10 community seconds
+    assert gaps and min(gaps) >= spacing  # not a block every PERIOD community seconds
+    assert len(new) <= real_s / MIN_REAL_BLOCK_INTERVAL_S + 1
+    assert abs(node.head.timestamp - community_now()) <= 3 * spacing  # the chain keeps pace
 
 
 def test_a_signer_may_not_seal_two_of_any_two_consecutive_blocks():
