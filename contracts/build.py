@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -84,7 +85,7 @@ def build_contracts(contracts_dir: Path = CONTRACTS_DIR, force: bool = False) ->
     }
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     payload = {"compiler": compiler_version, "settings": COMPILER_SETTINGS, "contracts": artifacts}
-    temporary = cache_file.with_suffix(".tmp")
+    temporary = cache_file.with_suffix(f".{os.getpid()}.tmp")  # parallel test workers compile too
     temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
     temporary.replace(cache_file)
     return BuildResult(_load_artifacts(cache_file), cache_file, compiled=True)
