@@ -61,7 +61,7 @@ def test_lec_tfm_clears_the_market_and_delivery_removes_the_congestion(kerber, t
         procured = sum(
             float(r["kw"]) * float(r["fraction"]) for r in rows if int(r["hour"]) == int(need["hour"])
         )
-        assert procured >= float(need["min_kw"]) - 1e-6
+        assert procured >= float(need["min_kw"]) - 1e-3  # fractions are written with 6 decimals
 
 
 def test_lec_tfm_reports_what_the_market_cannot_resolve(kerber, tmp_path, capsys):
