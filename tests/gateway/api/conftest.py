@@ -43,6 +43,7 @@ FLEXIBILITIES = (
 HOUSE_METERS = (("M-A", 3, "alice"), ("M-B", 4, "bob"))
 SECRET = b"\x07" * 32
 BAND_S = 2 * 3600  # bands are published for the next two hours
+MINUTE_MARGIN_S = 20  # set-up transactions for "this minute" need this much of it left
 
 
 @dataclass
@@ -106,6 +107,9 @@ def world(artifacts, tmp_path_factory) -> Iterator[World]:
         community.token.mint(keyring["operator"], keyring[name].address, MEMBER_TOKENS)
         community.fund(keyring[name], MEMBER_TOKENS)
     now = client.latest_timestamp()
+    if clock.seconds_to_next_minute(now) < MINUTE_MARGIN_S:  # the bands start this minute: let
+        time.sleep(clock.seconds_to_next_minute(now) + 2)  # the transactions land in it, not the next
+        now = client.latest_timestamp()
     start = clock.minute_start(clock.minute_of(now))
     for band in (
         Band("BAT01", start, start + BAND_S, -4.0, 4.5),
