@@ -86,10 +86,10 @@ class Deployment:
         )
 
 
-# Gas limits per deployment (generous: unused gas is refunded; together 27 M, within one 30 M block).
+# Gas limits per deployment (generous: unused gas is refunded; together 27.5 M, within one 30 M block).
 DEPLOY_GAS = {
     "CommunityRegistry": 2_500_000,
-    "MeasurementLedger": 1_500_000,
+    "MeasurementLedger": 2_000_000,
     "CapacityLimits": 2_500_000,
     "CommunityToken": 1_500_000,
     "EnergyMarket": 7_000_000,

@@ -1,8 +1,15 @@
 """Typed binding of ``MeasurementLedger`` and the one ``Reading`` type that travels from a
-meter's payload through the gateway to the chain and back to the OCM oracle."""
+meter's payload through the gateway to the chain and back to the OCM oracle.
+
+A reading holds the meter's totals (P, Q, V, θ) and, from a meter that measures per phase,
+the values of each phase L1, L2, L3 (``phases``; ``None`` for a phase it does not measure).
+A reading without phases is a balanced three-phase total, as every reading was before;
+on chain it stays the 52-byte record of ``recordReadings``, a reading with phases is the
+101-byte record of ``recordPhaseReadings`` (docs/gateway.md, "Per-phase readings")."""
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +26,49 @@ from contracts.events import ChainEvent, EventFollower
 
 # One packed reading of MeasurementLedger: meter id, Unix minute, W, var, µpu, µdeg (big-endian).
 PACKED_READING = struct.Struct(">32sIiiIi")
+# What a phase record adds to it: the mask of measured phases (bit 0 = L1), then W, var, µpu,
+# µdeg of L1, L2 and L3 (zeros for a phase not measured).
+PACKED_PHASES = struct.Struct(">B" + "iiIi" * 3)
+PACKED_PHASE_READING_BYTES = PACKED_READING.size + PACKED_PHASES.size  # 101
+PHASE_NAMES = ("L1", "L2", "L3")  # = phases a, b, c of the grid model
+# Nominal voltage angle of each phase relative to L1 (positive sequence L1 → L2 → L3), degrees.
+PHASE_DISPLACEMENT_DEG = (0.0, -120.0, 120.0)
+
+ChainPhases = tuple[int, tuple[tuple[int, int, int, int], ...]]  # (mask, W, var, µpu, µdeg per phase)
+
+
+@dataclass(frozen=True)
+class PhaseReading:
+    """One phase of a reading: P in kW, Q in kvar (load convention), V in pu of the
+    phase-to-neutral nominal voltage, θ in degrees (the phase's own voltage angle in the
+    feeder's reference: about θ − 120° on L2 and θ + 120° on L3 of a balanced feeder)."""
+
+    p_kw: float
+    q_kvar: float
+    v_pu: float
+    theta_deg: float
+
+    @property
+    def chain(self) -> tuple[int, int, int, int]:
+        """(W, var, µpu, µdeg)."""
+        return (
+            units.kw_to_w(self.p_kw),
+            units.kvar_to_var(self.q_kvar),
+            units.pu_to_micro_pu(self.v_pu),
+            units.deg_to_micro_deg(self.theta_deg),
+        )
+
+    @classmethod
+    def from_chain(cls, p_w: int, q_var: int, v_micro_pu: int, theta_micro_deg: int) -> PhaseReading:
+        return cls(
+            units.w_to_kw(p_w),
+            units.var_to_kvar(q_var),
+            units.micro_pu_to_pu(v_micro_pu),
+            units.micro_deg_to_deg(theta_micro_deg),
+        )
+
+
+Phases = tuple[PhaseReading | None, PhaseReading | None, PhaseReading | None]
 
 
 @dataclass(frozen=True)
@@ -27,7 +77,10 @@ class Reading:
     seconds), P in kW and Q in kvar (load convention), V in pu, θ in degrees.
 
     ``chain`` is the reading as ``MeasurementLedger`` stores it, converted once (and
-    raising ``UnitError`` when a value cannot be represented)."""
+    raising ``UnitError`` when a value cannot be represented).
+
+    ``phases`` (L1, L2, L3) from a meter that measures per phase, ``None`` for a phase it
+    does not measure; ``phases`` itself is ``None`` for a balanced three-phase total."""
 
     meter_id: str
     time: int
@@ -35,6 +88,7 @@ class Reading:
     q_kvar: float
     v_pu: float
     theta_deg: float
+    phases: Phases | None = None
 
     @property
     def minute(self) -> int:
@@ -53,13 +107,28 @@ class Reading:
         )
 
     @cached_property
+    def chain_phases(self) -> ChainPhases | None:
+        """(mask of measured phases, (W, var, µpu, µdeg) of L1, L2, L3), or None without phases."""
+        if self.phases is None:
+            return None
+        mask = sum(1 << k for k, phase in enumerate(self.phases) if phase is not None)
+        return mask, tuple((0, 0, 0, 0) if phase is None else phase.chain for phase in self.phases)
+
+    @cached_property
     def packed(self) -> bytes:
-        """The reading in ``MeasurementLedger``'s packed layout (52 bytes)."""
-        return pack_reading(self.chain)
+        """The reading in ``MeasurementLedger``'s packed layout: 52 bytes, or 101 with phases."""
+        return pack_reading(self.chain, self.chain_phases)
 
     @classmethod
     def from_chain(
-        cls, meter: bytes, minute: int, p_w: int, q_var: int, v_micro_pu: int, theta_micro_deg: int
+        cls,
+        meter: bytes,
+        minute: int,
+        p_w: int,
+        q_var: int,
+        v_micro_pu: int,
+        theta_micro_deg: int,
+        phases: ChainPhases | None = None,
     ):
         """The reading the chain recorded, in Python units."""
         return cls(
@@ -69,14 +138,20 @@ class Reading:
             units.var_to_kvar(q_var),
             units.micro_pu_to_pu(v_micro_pu),
             units.micro_deg_to_deg(theta_micro_deg),
+            None if phases is None else _phases_from_chain(*phases),
         )
 
 
-def pack_reading(chain: tuple[bytes, int, int, int, int, int]) -> bytes:
-    """A reading as (meter id, Unix minute, W, var, µpu, µdeg) → its 52 packed bytes;
-    ``UnitError`` when a value does not fit its field (32-bit W, var, µpu and µdeg)."""
+def pack_reading(chain: tuple[bytes, int, int, int, int, int], phases: ChainPhases | None = None) -> bytes:
+    """A reading as (meter id, Unix minute, W, var, µpu, µdeg) → its 52 packed bytes, with
+    ``phases`` (mask, per-phase values) its 101 bytes; ``UnitError`` when a value does not
+    fit its field (32-bit W, var, µpu and µdeg)."""
     try:
-        return PACKED_READING.pack(*chain)
+        packed = PACKED_READING.pack(*chain)
+        if phases is not None:
+            mask, values = phases
+            packed += PACKED_PHASES.pack(mask, *(number for phase in values for number in phase))
+        return packed
     except struct.error as error:
         raise units.UnitError(f"reading {chain[1:]} does not fit the packed layout: {error}") from None
 
@@ -86,6 +161,36 @@ def unpack_readings(packed: bytes) -> list[tuple[bytes, int, int, int, int, int]
     if len(packed) % PACKED_READING.size:
         raise ValueError(f"a packed batch is a multiple of {PACKED_READING.size} bytes, got {len(packed)}")
     return list(PACKED_READING.iter_unpack(packed))
+
+
+def unpack_phase_readings(packed: bytes) -> list[tuple[tuple[bytes, int, int, int, int, int], ChainPhases]]:
+    """The ((meter id, Unix minute, W, var, µpu, µdeg), (mask, per-phase values)) of a packed
+    batch of phase records (``recordPhaseReadings``, ``PhaseReadingsRecorded``)."""
+    size = PACKED_PHASE_READING_BYTES
+    if len(packed) % size:
+        raise ValueError(f"a packed batch of phase readings is a multiple of {size} bytes, got {len(packed)}")
+    result = []
+    for offset in range(0, len(packed), size):
+        totals = PACKED_READING.unpack_from(packed, offset)
+        mask, *values = PACKED_PHASES.unpack_from(packed, offset + PACKED_READING.size)
+        result.append((totals, (mask, tuple(tuple(values[4 * k : 4 * k + 4]) for k in range(3)))))
+    return result
+
+
+def wrap_degrees(degrees: float) -> float:
+    """``degrees`` in (−180, 180]."""
+    wrapped = math.fmod(degrees, 360.0)
+    if wrapped > 180.0:
+        wrapped -= 360.0
+    elif wrapped <= -180.0:
+        wrapped += 360.0
+    return wrapped
+
+
+def _phases_from_chain(mask: int, values: Sequence[Sequence[int]]) -> Phases:
+    return tuple(  # type: ignore[return-value]
+        PhaseReading.from_chain(*values[k]) if mask >> k & 1 else None for k in range(len(PHASE_NAMES))
+    )
 
 
 @dataclass(frozen=True)
@@ -122,8 +227,14 @@ class Ledger(ContractBinding):
 
     def record_readings_call(self, readings: Sequence[Reading]) -> ContractFunction:
         """``recordReadings`` of the packed batch, readings in the given order (the ledger
-        writes a meter's slot word once per run of its consecutive readings of a slot)."""
-        return self._function("recordReadings", b"".join(reading.packed for reading in readings))
+        writes a meter's slot word once per run of its consecutive readings of a slot);
+        ``recordPhaseReadings`` when the readings carry phases. A batch is of one kind:
+        ``split_by_kind`` first when it may hold both."""
+        with_phases = {reading.phases is not None for reading in readings}
+        if len(with_phases) > 1:
+            raise ValueError("a batch holds readings with phases or without, not both (split_by_kind)")
+        function = "recordPhaseReadings" if with_phases == {True} else "recordReadings"
+        return self._function(function, b"".join(reading.packed for reading in readings))
 
     def record_readings(self, gateway: Signer, readings: Sequence[Reading]) -> TxReceipt:
         return self._transact(gateway, self.record_readings_call(readings))
@@ -150,7 +261,7 @@ class Ledger(ContractBinding):
         at_index = [index] if isinstance(index, int) and 0 <= index < len(batch) else []
         if revert.error == "DuplicateReading":
             return BatchRefusal(revert.error, at_index, [])
-        if revert.error in ("ReadingOutOfRange", "ReadingPastDeadline"):
+        if revert.error in ("ReadingOutOfRange", "ReadingPastDeadline", "MalformedPhases"):
             return BatchRefusal(revert.error, [], at_index)
         if revert.error == "UnknownMeter":  # the meter names every reading it refuses
             meter = bytes(args.get("meter", b""))
@@ -166,20 +277,37 @@ class Ledger(ContractBinding):
         return SlotEnergy(count, units.watt_minutes_to_kwh(active), units.watt_minutes_to_kwh(reactive))
 
     def follow_readings(self, from_block: int) -> EventFollower[RecordedReading]:
-        """Every recorded reading from ``from_block`` on (``ReadingsRecorded`` events), one
-        item per reading."""
-        return self._follower(("ReadingsRecorded",), from_block, _recorded_readings, many=True)
+        """Every recorded reading from ``from_block`` on (``ReadingsRecorded`` and
+        ``PhaseReadingsRecorded`` events, in chain order), one item per reading."""
+        return self._follower(
+            ("ReadingsRecorded", "PhaseReadingsRecorded"), from_block, _recorded_readings, many=True
+        )
 
     def readings_in(self, receipt: TxReceipt) -> list[Reading]:
-        """The readings a ``recordReadings`` transaction recorded (none if it failed)."""
-        events = self.contract.events.ReadingsRecorded().process_receipt(receipt, errors=DISCARD)
-        return [
-            Reading.from_chain(*item) for event in events for item in unpack_readings(event.args.readings)
-        ]
+        """The readings a ``recordReadings`` or ``recordPhaseReadings`` transaction recorded
+        (none if it failed)."""
+        found = []
+        for name in ("ReadingsRecorded", "PhaseReadingsRecorded"):
+            events = self.contract.events[name]().process_receipt(receipt, errors=DISCARD)
+            found += [reading for event in events for reading in decode_batch(name, event.args.readings)]
+        return found
+
+
+def split_by_kind(readings: Sequence[Reading]) -> list[list[Reading]]:
+    """``readings`` as batches of one kind each (without phases, with phases), order kept."""
+    kinds = [[r for r in readings if r.phases is None], [r for r in readings if r.phases is not None]]
+    return [kind for kind in kinds if kind]
+
+
+def decode_batch(event_name: str, packed: bytes) -> list[Reading]:
+    """The readings of a ``ReadingsRecorded`` or ``PhaseReadingsRecorded`` event's batch."""
+    if event_name == "PhaseReadingsRecorded":
+        return [Reading.from_chain(*totals, phases) for totals, phases in unpack_phase_readings(packed)]
+    return [Reading.from_chain(*item) for item in unpack_readings(packed)]
 
 
 def _recorded_readings(event: ChainEvent) -> list[RecordedReading]:
     return [
-        RecordedReading(Reading.from_chain(*item), event.block_number)
-        for item in unpack_readings(event.args["readings"])
+        RecordedReading(reading, event.block_number)
+        for reading in decode_batch(event.name, event.args["readings"])
     ]

@@ -11,6 +11,11 @@ the fields, the OBIS codes and examples.
 
 ``parse_payload`` turns raw bytes into a ``SignedReading`` (the recovered signer address
 included) or raises ``Rejection`` with a machine-readable reason.
+
+A meter that measures per phase adds ``phases`` (JSON form: an object keyed ``L1``, ``L2``,
+``L3`` with the phases it measures) or the per-phase OBIS codes (21/41/61.7.0 …); its totals
+may then be left out (derived from the phases) or must agree with the phases' sum within
+``PHASE_SUM_TOLERANCE_KW`` + ``PHASE_SUM_TOLERANCE_SHARE`` (refused as ``inconsistent``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +34,7 @@ from eth_account.messages import encode_defunct
 from eth_hash.auto import keccak
 
 from contracts import clock, units
-from contracts.ledger import Reading
+from contracts.ledger import PHASE_DISPLACEMENT_DEG, PHASE_NAMES, PhaseReading, Phases, Reading, wrap_degrees
 
 MAX_PAYLOAD_BYTES = 4096
 MAX_SEQ = 2**63 - 1
@@ -37,6 +42,12 @@ DEFAULT_NOMINAL_VOLTAGE_V = 230.0
 
 PLAIN_FIELDS = {"meter_id", "time", "seq", "p_kw", "q_kvar", "theta_deg", "signature"}
 OBIS_FIELDS = {"meter_id", "time", "seq", "obis", "signature"}
+PHASE_FIELDS = {"meter_id", "time", "seq", "phases", "signature"}  # required with phases; totals optional
+PHASE_VALUE_FIELDS = {"p_kw", "q_kvar", "theta_deg"}  # and v_pu or v_volt, per phase
+# The totals may differ from the sum of the phases by this much (both meter registers are
+# rounded on their own): 0.01 kW (kvar) plus 1 % of the sum of the phases' magnitudes.
+PHASE_SUM_TOLERANCE_KW = 0.01
+PHASE_SUM_TOLERANCE_SHARE = 0.01
 
 OBIS_ACTIVE_IMPORT = "1-0:1.7.0"
 OBIS_ACTIVE_EXPORT = "1-0:2.7.0"
@@ -44,6 +55,14 @@ OBIS_REACTIVE_IMPORT = "1-0:3.7.0"
 OBIS_REACTIVE_EXPORT = "1-0:4.7.0"
 OBIS_VOLTAGES = ("1-0:32.7.0", "1-0:52.7.0", "1-0:72.7.0")  # L1, L2, L3
 OBIS_ANGLE = "1-0:81.7.4"
+# Per phase L1, L2, L3: +P, −P, +Q, −Q, voltage, and the angle of U(Lk) behind U(L1)
+# (DLMS C=81, E = 10·reference + quantity with U(L1)=0, U(L2)=1, U(L3)=2: 81.7.1 = U(L2) vs
+# U(L1), 81.7.2 = U(L3) vs U(L1); L1 has none).
+OBIS_PHASES = (
+    ("1-0:21.7.0", "1-0:22.7.0", "1-0:23.7.0", "1-0:24.7.0", "1-0:32.7.0", None),
+    ("1-0:41.7.0", "1-0:42.7.0", "1-0:43.7.0", "1-0:44.7.0", "1-0:52.7.0", "1-0:81.7.1"),
+    ("1-0:61.7.0", "1-0:62.7.0", "1-0:63.7.0", "1-0:64.7.0", "1-0:72.7.0", "1-0:81.7.2"),
+)
 OBIS_CODE = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(\*\d{1,3})?$")
 OBIS_VALUE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*\*\s*(\S+)\s*$")
 # accepted unit spellings per quantity (the first is the unit of a bare number) -> conversion
@@ -61,6 +80,7 @@ class Reason(enum.StrEnum):
     SCHEMA = "schema"
     METER_MISMATCH = "meter_mismatch"
     OUT_OF_RANGE = "out_of_range"
+    INCONSISTENT = "inconsistent"
     UNKNOWN_METER = "unknown_meter"
     INACTIVE_METER = "inactive_meter"
     BAD_SIGNATURE = "bad_signature"
@@ -133,8 +153,13 @@ def parse_payload(raw: bytes, topic_meter_id: str, nominal_voltage_v: float) -> 
     def refuse(reason: Reason, detail: str) -> Rejection:
         return Rejection(reason, detail, time_s, seq)
 
-    fields = OBIS_FIELDS if "obis" in payload else PLAIN_FIELDS | {_voltage_field(payload, refuse)}
-    missing, unknown = sorted(fields - set(payload)), sorted(set(payload) - fields)
+    if "obis" in payload:
+        required = allowed = OBIS_FIELDS
+    elif "phases" in payload:  # the totals may be left out: they follow from the phases
+        required, allowed = PHASE_FIELDS, PHASE_FIELDS | PLAIN_FIELDS | {_voltage_field(payload, refuse)}
+    else:
+        required = allowed = PLAIN_FIELDS | {_voltage_field(payload, refuse)}
+    missing, unknown = sorted(required - set(payload)), sorted(set(payload) - allowed)
     if missing or unknown:
         parts = [f"missing {', '.join(missing)}"] if missing else []
         parts += [f"unknown {', '.join(unknown)}"] if unknown else []
@@ -149,15 +174,16 @@ def parse_payload(raw: bytes, topic_meter_id: str, nominal_voltage_v: float) -> 
     if seq is None or not 0 <= seq <= MAX_SEQ:
         raise refuse(Reason.SCHEMA, f"seq must be an integer 0..{MAX_SEQ}")
     if "obis" in payload:
-        p_kw, q_kvar, v_volt, theta_deg = _obis_values(payload["obis"], refuse)
+        p_kw, q_kvar, v_volt, theta_deg, phases = _obis_values(payload["obis"], nominal_voltage_v, refuse)
         v_pu = v_volt / nominal_voltage_v
+    elif "phases" in payload:
+        phases = _json_phases(payload["phases"], nominal_voltage_v, refuse)
+        p_kw, q_kvar, v_pu, theta_deg = _totals_of_phases(payload, phases, nominal_voltage_v, refuse)
     else:
         p_kw, q_kvar, theta_deg = (_number(payload, name, refuse) for name in ("p_kw", "q_kvar", "theta_deg"))
-        if "v_pu" in payload:
-            v_pu = _number(payload, "v_pu", refuse)
-        else:
-            v_pu = _number(payload, "v_volt", refuse) / nominal_voltage_v
-    reading = Reading(meter_id, time_s, p_kw, q_kvar, v_pu, theta_deg)
+        v_pu = _voltage_pu(payload, nominal_voltage_v, refuse)
+        phases = None
+    reading = Reading(meter_id, time_s, p_kw, q_kvar, v_pu, theta_deg, phases)
     canonical = canonical_bytes(payload)
     signer = _recover(canonical, payload["signature"], refuse)
     return SignedReading(reading, seq, signer, hashlib.sha256(canonical).digest())
@@ -199,9 +225,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _voltage_field(payload: dict[str, Any], refuse) -> str:
+def _voltage_field(payload: dict[str, Any], refuse, where: str = "") -> str:
     if "v_pu" in payload and "v_volt" in payload:
-        raise refuse(Reason.SCHEMA, "give either v_pu or v_volt, not both")
+        raise refuse(Reason.SCHEMA, f"give either {where}v_pu or {where}v_volt, not both")
     return "v_volt" if "v_volt" in payload else "v_pu"
 
 
@@ -213,14 +239,101 @@ def _optional_int(payload: dict[str, Any], name: str) -> int | None:
     return None
 
 
-def _number(payload: dict[str, Any], name: str, refuse) -> float:
+def _number(payload: dict[str, Any], name: str, refuse, where: str = "") -> float:
+    """A number field (``where`` prefixes its name in messages: ``phases.L2.``)."""
     value = payload[name]
     if not isinstance(value, JsonNumber):
-        raise refuse(Reason.SCHEMA, f"{name} must be a number")
+        raise refuse(Reason.SCHEMA, f"{where}{name} must be a number")
     number = float(value)
     if not math.isfinite(number):
-        raise refuse(Reason.OUT_OF_RANGE, f"{name} {value} is not a finite number")
+        raise refuse(Reason.OUT_OF_RANGE, f"{where}{name} {value} is not a finite number")
     return number
+
+
+def _voltage_pu(fields: dict[str, Any], nominal_voltage_v: float, refuse, where: str = "") -> float:
+    if "v_pu" in fields:
+        return _number(fields, "v_pu", refuse, where)
+    return _number(fields, "v_volt", refuse, where) / nominal_voltage_v
+
+
+def _json_phases(phases: Any, nominal_voltage_v: float, refuse) -> Phases:
+    """The ``phases`` object of a JSON payload: ``{"L2": {"p_kw": …, "q_kvar": …, "v_pu": …,
+    "theta_deg": …}}`` with the phases the meter measures."""
+    if not isinstance(phases, dict):
+        raise refuse(Reason.SCHEMA, f"phases must be an object keyed by {', '.join(PHASE_NAMES)}")
+    if not phases:
+        raise refuse(Reason.SCHEMA, "phases must hold at least one phase")
+    if unknown := sorted(set(phases) - set(PHASE_NAMES)):
+        raise refuse(Reason.SCHEMA, f"phases.{unknown[0]} is not a phase (use {', '.join(PHASE_NAMES)})")
+    parsed: list[PhaseReading | None] = []
+    for name in PHASE_NAMES:
+        fields, where = phases.get(name), f"phases.{name}."
+        if fields is None and name not in phases:
+            parsed.append(None)
+            continue
+        if not isinstance(fields, dict):
+            raise refuse(Reason.SCHEMA, f"phases.{name} must be an object of p_kw, q_kvar, v_pu, theta_deg")
+        expected = PHASE_VALUE_FIELDS | {_voltage_field(fields, refuse, where)}
+        missing, unknown = sorted(expected - set(fields)), sorted(set(fields) - expected)
+        if missing or unknown:
+            parts = [f"missing {', '.join(where + m for m in missing)}"] if missing else []
+            parts += [f"unknown {', '.join(where + u for u in unknown)}"] if unknown else []
+            raise refuse(Reason.SCHEMA, "; ".join(parts))
+        p_kw, q_kvar, theta_deg = (_number(fields, f, refuse, where) for f in ("p_kw", "q_kvar", "theta_deg"))
+        parsed.append(
+            PhaseReading(p_kw, q_kvar, _voltage_pu(fields, nominal_voltage_v, refuse, where), theta_deg)
+        )
+    return tuple(parsed)  # type: ignore[return-value]
+
+
+def _totals_of_phases(
+    payload: dict[str, Any], phases: Phases, nominal_voltage_v: float, refuse
+) -> tuple[float, float, float, float]:
+    """(P, Q, V, θ) of a JSON payload with phases: each total as given (P and Q checked
+    against the phases' sum), or, when left out, derived from the phases."""
+    measured = [phase for phase in phases if phase is not None]
+    totals = []
+    for name in ("p_kw", "q_kvar"):
+        given = _number(payload, name, refuse) if name in payload else None
+        values = [getattr(phase, name) for phase in measured]
+        totals.append(_checked_sum(given, values, name, f"phases.*.{name}", refuse))
+    v_pu = (
+        _voltage_pu(payload, nominal_voltage_v, refuse)
+        if "v_pu" in payload or "v_volt" in payload
+        else sum(phase.v_pu for phase in measured) / len(measured)
+    )
+    theta_deg = _number(payload, "theta_deg", refuse) if "theta_deg" in payload else reference_angle(phases)
+    return totals[0], totals[1], v_pu, theta_deg
+
+
+def _checked_sum(given: float | None, values: Sequence[float], total: str, parts: str, refuse) -> float:
+    """The sum of the phases' ``values`` when the total is not ``given``; else the total,
+    refused as inconsistent when it is further from the sum than the tolerance."""
+    summed = sum(values)
+    if given is None:
+        return summed
+    allowed = PHASE_SUM_TOLERANCE_KW + PHASE_SUM_TOLERANCE_SHARE * sum(abs(v) for v in values)
+    if abs(given - summed) > allowed:
+        raise refuse(
+            Reason.INCONSISTENT,
+            f"{total} {given:g} differs from the sum of {parts} {summed:g} by {abs(given - summed):g}, "
+            f"more than the {allowed:g} allowed ({PHASE_SUM_TOLERANCE_KW:g} + "
+            f"{100 * PHASE_SUM_TOLERANCE_SHARE:g} % of the phases' magnitudes)",
+        )
+    return given
+
+
+def reference_angle(phases: Phases) -> float:
+    """The L1-referred voltage angle of the measured phases (the circular mean of each
+    phase's angle less its nominal displacement), degrees in (−180, 180]: what a reading's
+    θ means when the meter gave only its phases' angles."""
+    shifted = [
+        math.radians(phase.theta_deg - displacement)
+        for phase, displacement in zip(phases, PHASE_DISPLACEMENT_DEG, strict=True)
+        if phase is not None
+    ]
+    angle = math.degrees(math.atan2(sum(map(math.sin, shifted)), sum(map(math.cos, shifted))))
+    return wrap_degrees(round(angle, 9))
 
 
 def _valid_meter_id(meter_id: str) -> bool:
@@ -233,8 +346,12 @@ def _valid_meter_id(meter_id: str) -> bool:
     return True
 
 
-def _obis_values(obis: Any, refuse) -> tuple[float, float, float, float]:
-    """(P kW, Q kvar, V volt, θ deg) of an OBIS object (load convention: import − export)."""
+def _obis_values(
+    obis: Any, nominal_voltage_v: float, refuse
+) -> tuple[float, float, float, float, Phases | None]:
+    """(P kW, Q kvar, V volt, θ deg, phases) of an OBIS object (load convention: import −
+    export). Phases come from the per-phase codes (``OBIS_PHASES``) when any phase's +P or
+    −P is given; the totals' codes may then be left out (the phases' sums)."""
     if not isinstance(obis, dict) or not all(OBIS_CODE.match(code) for code in obis):
         raise refuse(Reason.SCHEMA, "obis must be an object keyed by OBIS codes like 1-0:1.7.0")
 
@@ -247,15 +364,51 @@ def _obis_values(obis: Any, refuse) -> tuple[float, float, float, float]:
             raise refuse(Reason.OUT_OF_RANGE, f"{code} is a magnitude and cannot be negative")
         return number or 0.0
 
-    if OBIS_ACTIVE_IMPORT not in obis and OBIS_ACTIVE_EXPORT not in obis:
+    def net(positive: str, negative: str, accepted: dict[str, Callable[[float], float]]) -> float:
+        return magnitude(positive, accepted) - magnitude(negative, accepted)
+
+    measured = [k for k, codes in enumerate(OBIS_PHASES) if codes[0] in obis or codes[1] in obis]
+    has_total_p = OBIS_ACTIVE_IMPORT in obis or OBIS_ACTIVE_EXPORT in obis
+    if not measured and not has_total_p:
         raise refuse(Reason.SCHEMA, f"obis needs {OBIS_ACTIVE_IMPORT} or {OBIS_ACTIVE_EXPORT}")
-    for required in (OBIS_VOLTAGES[0], OBIS_ANGLE):
+    for required in (OBIS_ANGLE,) if measured else (OBIS_VOLTAGES[0], OBIS_ANGLE):
         if required not in obis:
             raise refuse(Reason.SCHEMA, f"obis needs {required}")
-    p_kw = magnitude(OBIS_ACTIVE_IMPORT, ACTIVE_UNITS) - magnitude(OBIS_ACTIVE_EXPORT, ACTIVE_UNITS)
-    q_kvar = magnitude(OBIS_REACTIVE_IMPORT, REACTIVE_UNITS) - magnitude(OBIS_REACTIVE_EXPORT, REACTIVE_UNITS)
+    theta_deg = quantity(OBIS_ANGLE, ANGLE_UNITS)
     voltages = [v for code in OBIS_VOLTAGES if (v := quantity(code, VOLTAGE_UNITS)) is not None]
-    return p_kw, q_kvar, sum(voltages) / len(voltages), quantity(OBIS_ANGLE, ANGLE_UNITS)
+    p_kw = net(OBIS_ACTIVE_IMPORT, OBIS_ACTIVE_EXPORT, ACTIVE_UNITS) if has_total_p else None
+    q_kvar = net(OBIS_REACTIVE_IMPORT, OBIS_REACTIVE_EXPORT, REACTIVE_UNITS)
+    if not measured:
+        return p_kw, q_kvar, sum(voltages) / len(voltages), theta_deg, None
+    phases: list[PhaseReading | None] = [None, None, None]
+    for k in measured:
+        p_in, p_out, q_in, q_out, voltage, angle = OBIS_PHASES[k]
+        if voltage not in obis:
+            raise refuse(
+                Reason.SCHEMA, f"obis needs {voltage}: phase L{k + 1} is measured ({p_in} or {p_out})"
+            )
+        # the angle of U(Lk) behind U(L1); without it, the nominal 120° (L2) or 240° (L3)
+        lag = quantity(angle, ANGLE_UNITS) if angle in obis else -PHASE_DISPLACEMENT_DEG[k] % 360
+        v_pu = quantity(voltage, VOLTAGE_UNITS) / nominal_voltage_v
+        phases[k] = PhaseReading(
+            net(p_in, p_out, ACTIVE_UNITS),
+            net(q_in, q_out, REACTIVE_UNITS),
+            v_pu,
+            wrap_degrees(theta_deg - lag),
+        )
+    given = [phases[k] for k in measured]
+    p_kw = _checked_sum(
+        p_kw, [ph.p_kw for ph in given], "1.7.0 − 2.7.0", "21/41/61.7.0 − 22/42/62.7.0", refuse
+    )
+    has_total_q = OBIS_REACTIVE_IMPORT in obis or OBIS_REACTIVE_EXPORT in obis
+    q_kvar = _checked_sum(
+        q_kvar if has_total_q else None,
+        [ph.q_kvar for ph in given],
+        "3.7.0 − 4.7.0",
+        "23/43/63.7.0 − 24/44/64.7.0",
+        refuse,
+    )
+    return p_kw, q_kvar, sum(voltages) / len(voltages), theta_deg, tuple(phases)  # type: ignore[return-value]
 
 
 def _obis_quantity(code: str, raw: Any, accepted: dict[str, Callable[[float], float]], refuse) -> float:

@@ -7,12 +7,15 @@ reading sent before is looked up on chain before it goes out again);
 the accepted window, so a redelivered message is recognised; ``dead_letter`` keeps the
 readings the chain refused for good, with the reason. A (meter, minute) is in at most one
 of them. Every method is one transaction; a commit returns only once it is on disk.
+A reading's phases (if any) are kept as JSON in ``phases``: ``[[P, Q, V, θ] or null]`` for
+L1, L2, L3 (NULL: no phases, a balanced total).
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts import clock
-from contracts.ledger import Reading
+from contracts.ledger import PhaseReading, Phases, Reading
 from gateway.payload import SignedReading
 
 SCHEMA = """
@@ -32,6 +35,7 @@ CREATE TABLE IF NOT EXISTS queue (
     q_kvar REAL NOT NULL,
     v_pu REAL NOT NULL,
     theta_deg REAL NOT NULL,
+    phases TEXT,
     seq INTEGER NOT NULL,
     digest BLOB NOT NULL,
     received_at REAL NOT NULL,
@@ -57,6 +61,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     q_kvar REAL NOT NULL,
     v_pu REAL NOT NULL,
     theta_deg REAL NOT NULL,
+    phases TEXT,
     seq INTEGER NOT NULL,
     digest BLOB NOT NULL,
     reason TEXT NOT NULL,
@@ -104,6 +109,10 @@ class ReadingQueue:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
         if columns and "in_flight" not in columns:  # a queue of an earlier version
             self._db.execute("ALTER TABLE queue ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0")
+        for table in ("queue", "dead_letter"):  # queues of before per-phase readings
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if columns and "phases" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN phases TEXT")
         self._db.executescript(SCHEMA)
         self._db.execute("UPDATE queue SET in_flight = 0")  # nothing is in flight after a restart
         self.queued = self._db.execute("SELECT count(*) FROM queue").fetchone()[0]  # rows of ``queue``
@@ -126,7 +135,7 @@ class ReadingQueue:
         newest first) fill up to ``fresh_share`` of them, so the newest minute of a meter is
         never stuck behind a backlog; the oldest readings fill the rest, so the backlog
         drains. ``attempts`` in the result counts the sends before this one."""
-        columns = "id, meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, attempts, received_at"
+        columns = "id, meter_id, time, p_kw, q_kvar, v_pu, theta_deg, phases, seq, attempts, received_at"
         with self._lock, self._transaction():
             newest = self._db.execute(
                 "SELECT max(time) FROM queue WHERE in_flight = 0 AND time <= ?", (latest_time,)
@@ -148,7 +157,7 @@ class ReadingQueue:
                 "UPDATE queue SET in_flight = 1, attempts = attempts + 1 WHERE id = ?",
                 [(r[0],) for r in rows],
             )
-        return [QueuedReading(row[0], Reading(*row[1:7]), row[7], row[8], row[9]) for row in rows]
+        return [QueuedReading(row[0], _reading(row[1:8]), row[8], row[9], row[10]) for row in rows]
 
     def release(self, ids: Sequence[int]) -> None:
         """Readings taken for a transaction that did not record them: queued again."""
@@ -177,8 +186,9 @@ class ReadingQueue:
         with self._lock, self._transaction():
             for reading_id in ids:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO dead_letter SELECT meter_id, time, p_kw, q_kvar, v_pu, "
-                    "theta_deg, seq, digest, ?, ?, ? FROM queue WHERE id = ?",
+                    "INSERT OR REPLACE INTO dead_letter (meter_id, time, p_kw, q_kvar, v_pu, theta_deg, "
+                    "phases, seq, digest, reason, detail, failed_at) SELECT meter_id, time, p_kw, q_kvar, "
+                    "v_pu, theta_deg, phases, seq, digest, ?, ?, ? FROM queue WHERE id = ?",
                     (reason, detail, now, reading_id),
                 )
                 self.queued -= self._db.execute("DELETE FROM queue WHERE id = ?", (reading_id,)).rowcount
@@ -191,10 +201,10 @@ class ReadingQueue:
     def dead_letters(self) -> list[DeadLetter]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, reason, detail "
+                "SELECT meter_id, time, p_kw, q_kvar, v_pu, theta_deg, phases, seq, reason, detail "
                 "FROM dead_letter ORDER BY failed_at"
             ).fetchall()
-        return [DeadLetter(Reading(*row[:6]), row[6], row[7], row[8]) for row in rows]
+        return [DeadLetter(_reading(row[:7]), row[7], row[8], row[9]) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """Rows per table: ``queued``, ``delivered``, ``dead``."""
@@ -227,9 +237,25 @@ class ReadingQueue:
             if row is not None:
                 return AcceptOutcome.REDELIVERED if row[0] == signed.digest else AcceptOutcome.CONFLICT
         self._db.execute(
-            "INSERT INTO queue (meter_id, time, p_kw, q_kvar, v_pu, theta_deg, seq, digest, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*key, reading.p_kw, reading.q_kvar, reading.v_pu, reading.theta_deg, signed.seq, signed.digest,
-             received_at),
+            "INSERT INTO queue (meter_id, time, p_kw, q_kvar, v_pu, theta_deg, phases, seq, digest, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*key, reading.p_kw, reading.q_kvar, reading.v_pu, reading.theta_deg,
+             _phases_text(reading.phases), signed.seq, signed.digest, received_at),
         )  # fmt: skip
         return AcceptOutcome.NEW
+
+
+def _phases_text(phases: Phases | None) -> str | None:
+    if phases is None:
+        return None
+    values = [None if p is None else [p.p_kw, p.q_kvar, p.v_pu, p.theta_deg] for p in phases]
+    return json.dumps(values)
+
+
+def _reading(row) -> Reading:
+    """A reading from (meter_id, time, p_kw, q_kvar, v_pu, theta_deg, phases) columns."""
+    *totals, text = row
+    if text is None:
+        return Reading(*totals)
+    phases = tuple(None if values is None else PhaseReading(*values) for values in json.loads(text))
+    return Reading(*totals, phases)

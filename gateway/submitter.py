@@ -4,7 +4,8 @@ Every ``flush_interval_s`` the submitter sends the queued readings whose minute 
 started on chain, in batches of at most ``max_batch``, several transactions in flight
 (pipelined nonces, fixed gas: nothing is estimated). Each batch is half fresh readings
 (the newest minutes, newest first: what the OCM needs now) and half the oldest backlog
-(so it drains), sorted by meter and minute so that the ledger writes a meter's slot once.
+(so it drains), sorted by meter and minute so that the ledger writes a meter's slot once;
+readings with phases go in ``recordPhaseReadings`` transactions of their own.
 A reading leaves the queue only when a receipt shows it recorded. Idempotency per
 (meter, minute): a reading that was sent before (a retry, or a restart after a crash) is
 first looked up on chain (``Ledger.recorded``), and a refused batch is explained by
@@ -37,12 +38,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SubmitterSettings:
-    max_batch: int = 300  # readings per transaction (52 calldata bytes and ≤ 32k gas each)
+    max_batch: int = 300  # readings per transaction (52 or 101 calldata bytes and ≤ 32k gas each)
     max_in_flight: int = 64  # transactions sent but not yet confirmed (a node pools 256 per sender)
     flush_interval_s: float = 0.1
     fresh_share: float = 0.5  # of each batch for the newest minutes (ReadingQueue.take)
     base_gas: int = 100_000
-    gas_per_reading: int = 32_000  # the worst case (a new meter and slot word) is ~28k with calldata
+    gas_per_reading: int = 32_000  # the worst case (a new meter and slot word) is ~31k with calldata
     lost_after_s: float = 30.0  # no receipt by then: ask the node whether it still has it
     max_backoff_s: float = 10.0
     receipt_scan_blocks: int = 20  # up to this many new blocks: one eth_getBlockReceipts each
@@ -144,12 +145,18 @@ class Submitter:
         return [item for item in batch if item.id not in held]
 
     def _send(self, batch: list[QueuedReading]) -> None:
+        """One transaction per kind of reading in ``batch``: without phases (``recordReadings``),
+        with phases (``recordPhaseReadings``)."""
         batch = sorted(batch, key=lambda item: (item.reading.meter_id, item.reading.time))
-        gas = self.settings.base_gas + self.settings.gas_per_reading * len(batch)
-        call = self.community.ledger.record_readings_call([item.reading for item in batch])
-        tx_hash = self.community.client.send(call, self.signer, gas=gas)
-        self._in_flight[tx_hash] = InFlight(tx_hash, batch)
-        log.debug("sent %d readings in 0x%s", len(batch), tx_hash.hex())
+        for kind in (False, True):
+            of_kind = [item for item in batch if (item.reading.phases is not None) == kind]
+            if not of_kind:
+                continue
+            gas = self.settings.base_gas + self.settings.gas_per_reading * len(of_kind)
+            call = self.community.ledger.record_readings_call([item.reading for item in of_kind])
+            tx_hash = self.community.client.send(call, self.signer, gas=gas)
+            self._in_flight[tx_hash] = InFlight(tx_hash, of_kind)
+            log.debug("sent %d readings in 0x%s", len(of_kind), tx_hash.hex())
 
     def _settle_receipts(self, last_seen: int | None, head: int) -> None:
         """Deliver the readings of confirmed transactions, handle the failed ones."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from contracts.ledger import PHASE_NAMES, Reading
 from gateway.meter_keys import MeterDirectory
 from gateway.payload import DEFAULT_NOMINAL_VOLTAGE_V, Reason, Rejection, SignedReading, parse_payload
 
@@ -48,7 +49,7 @@ class ReadingValidator:
             raise refuse(Reason.INACTIVE_METER, f"meter {reading.meter_id!r} is deregistered")
         if signed.signer != meter.signer:
             raise refuse(Reason.BAD_SIGNATURE, "not signed by the key registered for this meter")
-        _check_range(reading.chain, refuse)
+        _check_ranges(reading, refuse)
         now = self._clock()
         if reading.time > now + self.policy.future_tolerance_s:
             raise refuse(Reason.FROM_FUTURE, f"minute starts {reading.time - now:.0f} s in the future")
@@ -57,11 +58,19 @@ class ReadingValidator:
         return signed
 
 
-def _check_range(chain_values: tuple, refuse) -> None:
-    _, _, p_w, q_var, v_micro_pu, theta_micro_deg = chain_values
+def _check_ranges(reading: Reading, refuse) -> None:
+    """The totals and every measured phase within the ledger's limits."""
+    _check_range(reading.chain[2:], refuse)
+    for name, phase in zip(PHASE_NAMES, reading.phases or (), strict=False):
+        if phase is not None:
+            _check_range(phase.chain, refuse, f"phases.{name}.")
+
+
+def _check_range(values: tuple, refuse, where: str = "") -> None:
+    p_w, q_var, v_micro_pu, theta_micro_deg = values
     if abs(p_w) > MAX_ABS_POWER or abs(q_var) > MAX_ABS_POWER:
-        raise refuse(Reason.OUT_OF_RANGE, "|p_kw| and |q_kvar| must be at most 100000")
+        raise refuse(Reason.OUT_OF_RANGE, f"|{where}p_kw| and |{where}q_kvar| must be at most 100000")
     if not 0 <= v_micro_pu <= MAX_VOLTAGE_MICRO_PU:
-        raise refuse(Reason.OUT_OF_RANGE, "voltage must be 0..2 pu")
+        raise refuse(Reason.OUT_OF_RANGE, f"{where}voltage must be 0..2 pu")
     if abs(theta_micro_deg) > MAX_ABS_ANGLE_MICRO_DEG:
-        raise refuse(Reason.OUT_OF_RANGE, "theta_deg must be -180..180")
+        raise refuse(Reason.OUT_OF_RANGE, f"{where}theta_deg must be -180..180")

@@ -145,8 +145,12 @@ class CommunityNode:
     def _simulate(self, community, keyring, mqtt, meter_login, topic, feeder: Path) -> None:
         from node.simulation.meters import SimulatorSettings, run_simulation
 
+        definition = self.settings.community
         settings = SimulatorSettings(
-            network=feeder, start_offset_minutes=-self.settings.replay_minutes, speed=30.0
+            network=feeder,
+            start_offset_minutes=-self.settings.replay_minutes,
+            speed=30.0,
+            meter_phases={m: definition.meter_phase(m) for m in community.registry.meter_ids()},
         )
         run_simulation(
             community,
@@ -171,7 +175,15 @@ class CommunityNode:
         from ocm.oracle import OcmService
 
         status_file = self.settings.data_dir / "ocm" / "status.json"
-        service = OcmService(community, keyring["ocm"], read_network_tables(feeder), status_file=status_file)
+        definition = self.settings.community
+        meter_phases = {m: definition.meter_phase(m) for m in community.registry.meter_ids()}
+        service = OcmService(
+            community,
+            keyring["ocm"],
+            read_network_tables(feeder),
+            status_file=status_file,
+            meter_phases=meter_phases,
+        )
         service.run(self.stop_event)
 
     def _operate_market(self, community, keyring) -> None:

@@ -37,12 +37,15 @@ COMMUNITY_KEYS = ("name", "slot_minutes", "feeder")
 CHAIN_KEYS = ("sealers",)
 MARKET_KEYS = ("import_price", "export_price", "penalty_price", "missing_minute_kw", "treasury_tokens")
 MEMBER_KEYS = ("name", "key", "tokens")
-HOUSEHOLD_KEYS = ("member", "prefix")
-METER_KEYS = ("id", "bus", "member")
+HOUSEHOLD_KEYS = ("member", "prefix", "phase")
+METER_KEYS = ("id", "bus", "member", "phase")
 FLEXIBILITY_KEYS = (
     "id", "owner", "kind", "p_min_kw", "p_max_kw", "priority_group",
-    "bus", "feeder_position", "meter", "agent",
+    "bus", "feeder_position", "meter", "meter_phase", "agent",
 )  # fmt: skip
+# The phases a meter is connected to: one (a single-phase meter on phase a, b or c = L1, L2,
+# L3) or all three ("abc", the default: a three-phase connection).
+METER_PHASES = ("abc", "a", "b", "c")
 FLEX_KINDS = {kind.name.lower(): kind for kind in FlexKind}
 # the trading agent ``lec up`` runs for a flexibility of each kind, and its parameters
 AGENT_KEYS = {
@@ -87,6 +90,7 @@ class MeterConfig:
     meter_id: str
     bus: int
     member: str  # a member's name
+    phase: str = "abc"  # METER_PHASES
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class HouseholdMeters:
 
     member: str
     prefix: str = "S"
+    phase: str = "abc"  # of every household meter (METER_PHASES)
 
     def meter_id(self, number: int) -> str:
         """The id of the ``number``-th household meter (from 1)."""
@@ -121,6 +126,7 @@ class FlexibilityConfig:
     bus: int | None = None
     feeder_position: float | None = None
     agent: dict[str, float] | None = None
+    meter_phase: str = "abc"  # the phases its sub-meter measures (METER_PHASES)
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,20 @@ class CommunityDefinition:
 
     def member(self, name: str) -> MemberConfig:
         return next(member for member in self.members if member.name == name)
+
+    def meter_phase(self, meter_id: str) -> str:
+        """The phases ``meter_id`` is connected to ("a", "b", "c" or "abc"): as its
+        ``[[meters]]``, flexibility's ``meter_phase`` or ``[households]`` entry says; "abc"
+        for a meter the file does not define."""
+        for meter in self.meters:
+            if meter.meter_id == meter_id:
+                return meter.phase
+        for flex in self.flexibilities:
+            if flex.meter_id == meter_id:
+                return flex.meter_phase
+        if self.households is not None and self.households.owns_id(meter_id):
+            return self.households.phase
+        return "abc"
 
     def deployment_config(self) -> CommunityConfig:
         """What the contracts are deployed with on first start."""
@@ -309,12 +329,24 @@ def _households(households: Table, members: set[str]) -> HouseholdMeters:
         raise households.error(
             "prefix", f"must be 1..{ID_BYTES - 4} bytes (the number follows), got {prefix!r}"
         )
-    return HouseholdMeters(member, prefix)
+    return HouseholdMeters(member, prefix, _phase(households, "phase"))
+
+
+def _phase(table: Table, name: str) -> str:
+    value = table.text(name, default="abc")
+    if value not in METER_PHASES:
+        raise table.error(
+            name, f"must be one of {', '.join(METER_PHASES)} (a single phase, or all three), got {value!r}"
+        )
+    return value
 
 
 def _meter(meter: Table, members: set[str]) -> MeterConfig:
     return MeterConfig(
-        meter.identifier("id"), meter.integer("bus", 0, MAX_BUS), meter.member_name("member", members)
+        meter.identifier("id"),
+        meter.integer("bus", 0, MAX_BUS),
+        meter.member_name("member", members),
+        _phase(meter, "phase"),
     )
 
 
@@ -338,7 +370,9 @@ def _flexibility(flex: Table, members: set[str]) -> FlexibilityConfig:
         raise flex.error("feeder_position", "give either bus or feeder_position, not both")
     meter_id = flex.identifier("meter", default=f"M-{flex_id}")
     agent = _agent(flex, kind)
-    return FlexibilityConfig(flex_id, owner, kind, p_min, p_max, group, meter_id, bus, position, agent)
+    return FlexibilityConfig(
+        flex_id, owner, kind, p_min, p_max, group, meter_id, bus, position, agent, _phase(flex, "meter_phase")
+    )
 
 
 def _agent(flex: Table, kind: FlexKind) -> dict[str, float] | None:

@@ -35,9 +35,12 @@ import numpy as np
 
 from ocm.flexibility import Flexibility
 from ocm.grid.helm import HelmSolver
+from ocm.grid.helm_3ph import Helm3phSolver
 from ocm.grid.model import Grid
+from ocm.grid.three_phase import Grid3ph
 from ocm.objectives import OBJECTIVES, Objective
 from ocm.optimizer import AIM_MARGIN, GaSettings, Subproblem, optimise
+from ocm.phase_constraints import CornerPatterns, CornerView, PhaseConstraints
 from ocm.problem import GridConstraints, Limits, OperatingPoint
 from ocm.verification import VerificationReport, shrink_band, verify_band
 
@@ -82,6 +85,7 @@ class BandResult:
                     "index": f.index,
                     "bus": f.bus,
                     "name": f.name,
+                    "phase": f.phase,
                     "p_min_kw": float(low),
                     "p_max_kw": float(high),
                 }
@@ -103,19 +107,22 @@ class OcmProblem:
 
     def __init__(
         self,
-        grid: Grid,
+        grid: Grid | Grid3ph,
         flexibilities: tuple[Flexibility, ...],
         limits: Limits | None = None,
         *,
         settings: GaSettings | None = None,
         samples: int = DEFAULT_SAMPLES,
-        solver: HelmSolver | None = None,
+        solver: HelmSolver | Helm3phSolver | None = None,
     ):
         if not flexibilities:
             raise ValueError("OCM needs at least one flexibility")
         self.grid = grid
         self.flexibilities = tuple(flexibilities)
-        self.constraints = GridConstraints(grid, self.flexibilities, limits, solver)
+        if isinstance(grid, Grid3ph):  # unbalanced: per-phase load flow and limits
+            self.constraints = PhaseConstraints(grid, self.flexibilities, limits, solver)
+        else:
+            self.constraints = GridConstraints(grid, self.flexibilities, limits, solver)
         self.settings = settings or GaSettings()
         self.samples = samples
         self.p_low_kw = np.array([f.p_low_kw for f in self.flexibilities])
@@ -158,11 +165,18 @@ class OcmProblem:
             tightening=np.zeros(self.constraints.n_constraints),
             warm=warm_start.solutions if self._fits(warm_start) else {},
         )
+        if isinstance(self.constraints, PhaseConstraints):  # per phase, corners are not the worst
+            step.corner_patterns = self.constraints.corner_patterns(point, low, high)
         attempt = None  # the last optimised band: p_min, p_max, its verification and evaluation
         first_failure = ""
         for _ in range(TIGHTENING_ROUNDS + 1):
             step.solutions = {}
             p_max, least_violating = self._max_phase(step)
+            if least_violating is not None and step.corner_patterns is not None:
+                # no P_max safe with every other side at its worst: the two plain corners, then
+                # verification and tightening, as for balanced grids
+                step.corner_patterns = None
+                p_max, least_violating = self._max_phase(step)
             if least_violating is not None:
                 break
             p_min = self._min_phase(step, p_max)
@@ -277,8 +291,12 @@ class OcmProblem:
     def _subproblem(self, step, direction, base, free, high, members) -> Subproblem:
         members = members[np.isin(members, free)]
         objective = Objective(step.objective, direction, members, step.low[members], step.high[members])
+        constraints = self.constraints
+        if step.corner_patterns is not None:  # each limit at its own worst corner of the band
+            other = step.low if direction > 0 else high
+            constraints = CornerView(self.constraints, step.corner_patterns, direction, other)
         return Subproblem(
-            constraints=self.constraints,
+            constraints=constraints,
             point=step.point,
             base_kw=base.copy(),
             free=free,
@@ -313,6 +331,7 @@ class _Step:
     tightening: np.ndarray
     warm: dict
     solutions: dict = field(default_factory=dict)
+    corner_patterns: CornerPatterns | None = None  # three-phase: limits' own worst corners
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -8,7 +8,10 @@ already consumption (charging positive). The limits are used as given (``scaling
 apply to them), and a flexibility's own ``p_mw`` plays no part in its band.
 
 An optional integer column ``priority_group`` (default 0) orders the flexibilities: group 0 is
-served first (see ``ocm.bands``).
+served first (see ``ocm.bands``). An optional column ``phase`` says how a flexibility is
+connected: ``"a"``, ``"b"`` or ``"c"`` for a single-phase device (a 7.4 kW charger, a household
+PV inverter), ``"abc"`` (the default) for a three-phase one; the three-phase OCM
+(``ocm.phase_constraints``) puts its power on that phase, the balanced OCM ignores it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Flexibility:
     p_low_kw: float  # hardware limits
     p_high_kw: float
     priority_group: int = 0
+    phase: str = "abc"  # "a", "b", "c" (single-phase) or "abc" (three-phase, split evenly)
 
     @property
     def key(self) -> str:
@@ -123,7 +127,20 @@ def _flexibility(element: str, index, row: pd.Series, energised: set) -> Flexibi
         p_low_kw=low,
         p_high_kw=high,
         priority_group=_priority_group(where, row.get("priority_group")),
+        phase=_phase(where, row.get("phase")),
     )
+
+
+PHASE_NAMES = ("a", "b", "c", "abc")
+
+
+def _phase(where: str, value) -> str:
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return "abc"
+    phase = str(value).strip().lower()
+    if phase not in PHASE_NAMES:
+        raise NetworkError(f"{where}: phase must be one of a, b, c or abc, got {value!r}")
+    return phase
 
 
 def _priority_group(where: str, value) -> int:

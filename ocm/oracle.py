@@ -64,9 +64,14 @@ from ocm.bands import BandResult, OcmProblem
 from ocm.devices import DEFAULT_MAX_AGE_S, DeviceTracker, Report
 from ocm.flexibility import Flexibility, flexibilities_from_tables, flexible_load_by_bus
 from ocm.forecast import Forecast, ForecastModel, persistence
+from ocm.grid.errors import NetworkError
 from ocm.grid.helm import HelmSolver
+from ocm.grid.helm_3ph import Helm3phSolver
 from ocm.grid.model import NetworkTables, build_grid
+from ocm.grid.three_phase import build_grid_3ph
 from ocm.history import MINUTES_PER_DAY, BusHistory
+from ocm.phase_constraints import PhaseConstraints
+from ocm.phase_loads import balanced_phase_loads, bus_phase_loads
 from ocm.problem import GridConstraints, OperatingPoint
 from ocm.status import grid_status, status_document, write_status
 
@@ -102,6 +107,7 @@ class CycleOutcome:
     stale_meters: list[str] = field(default_factory=list)
     bands: list[Band] = field(default_factory=list)
     point: OperatingPoint | None = None  # what OCM does not control
+    phase_point: OperatingPoint | None = None  # three-phase: the same per bus and phase
     flexibilities: list[Flexibility] = field(default_factory=list)
     metered_kw: list[float | None] = field(default_factory=list)  # per flexibility; None: no fresh reading
     seconds: float = 0.0
@@ -122,6 +128,8 @@ class OcmService:
         *,
         status_file: Path | None = None,
         device_states: Callable[[], Mapping[str, DeviceState]] | None = None,
+        meter_phases: Mapping[str, str] | None = None,
+        three_phase: bool | None = None,
     ):
         self.community = community
         self.oracle = oracle
@@ -132,14 +140,26 @@ class OcmService:
         self._device_reports = None  # EventFollower of DeviceStates reports, from the first cycle
         self._kinds: dict[str, str] = {}  # flex id → "battery", "ev_charger", ...
         self._flex_meters: dict[str, str] = {}  # meter id → flex id
-        self.grid = build_grid(tables)
-        self._solver = HelmSolver(self.grid)  # factorised once, shared by every OcmProblem
+        self.meter_phases = dict(meter_phases or {})
+        self.grid3 = _three_phase_grid(tables, self.meter_phases, three_phase)
+        self.grid = build_grid(tables) if self.grid3 is None else self.grid3.balanced
+        # factorised once, shared by every OcmProblem
+        self._solver = HelmSolver(self.grid) if self.grid3 is None else Helm3phSolver(self.grid3)
         self._bare: GridConstraints | None = None  # the status's load flows without flexibilities
-        own = flexibilities_from_tables(tables, self.grid, allow_none=True)
-        self.forecast = OperatingPoint(
-            self.grid.base_load_kw - flexible_load_by_bus(tables, self.grid, own),
-            self.grid.base_load_kvar.copy(),
+        own = flexible_load_by_bus(
+            tables, self.grid, flexibilities_from_tables(tables, self.grid, allow_none=True)
         )
+        if self.grid3 is None:
+            self.forecast = OperatingPoint(self.grid.base_load_kw - own, self.grid.base_load_kvar.copy())
+            self._phase_forecast = balanced_phase_loads(self.forecast.p_kw, self.forecast.q_kvar)
+        else:  # the network file's loads per phase (a flexibility's own load was spread evenly)
+            self._phase_forecast = (
+                self.grid3.base_load_kw - own[:, None] / 3,
+                self.grid3.base_load_kvar.copy(),
+            )
+            self.forecast = OperatingPoint(
+                self._phase_forecast[0].sum(axis=1), self._phase_forecast[1].sum(axis=1)
+            )
         self._latest: dict[str, Reading] = {}
         self.history = BusHistory(self.grid.n_bus)
         self._measured = np.zeros(self.grid.n_bus, dtype=bool)  # buses measured this cycle
@@ -150,6 +170,9 @@ class OcmService:
         self._readings: EventFollower[RecordedReading] | None = None
         self._problem: OcmProblem | None = None
         self._previous: BandResult | None = None
+        # Per-phase bus loads (n_bus, 3; a, b, c) of the last operating point, for the three-phase
+        # OCM (ocm.phase_loads); meter_phases: meter id → "a", "b", "c" for single-phase meters.
+        self.p_phase_kw, self.q_phase_kvar = (values.copy() for values in self._phase_forecast)
 
     # ----------------------------------------------------------------- inputs
 
@@ -192,6 +215,7 @@ class OcmService:
                     p_low_kw=flex.p_low_kw,
                     p_high_kw=flex.p_high_kw,
                     priority_group=flex.priority_group,
+                    phase=self.meter_phases.get(flex.meter_id, "abc") if flex.meter_id else "abc",
                 )
             )
         return meters, flex_meters, flexibilities
@@ -247,6 +271,7 @@ class OcmService:
     def operating_point(self, now_minute: int, meters: dict[str, int], flex_meters: dict[str, str]):
         """The operating point for ``now_minute`` and the meters that were stale."""
         p, q = self.forecast.p_kw.copy(), self.forecast.q_kvar.copy()
+        self.p_phase_kw, self.q_phase_kvar = (values.copy() for values in self._phase_forecast)
         self._measured = np.zeros(self.grid.n_bus, dtype=bool)
         by_bus: dict[int, list[str]] = {}
         for meter_id, bus in meters.items():
@@ -263,6 +288,9 @@ class OcmService:
             position = self.grid.bus_positions([bus])[0]
             p[position] = sum(r.p_kw for r in readings)
             q[position] = sum(r.q_kvar for r in readings)
+            self.p_phase_kw[position], self.q_phase_kvar[position] = bus_phase_loads(
+                readings, self.meter_phases
+            )
             measured += 1
             self._measured[position] = True
         return OperatingPoint(p, q), measured, sorted(stale)
@@ -336,6 +364,8 @@ class OcmService:
         self.collect_readings()
         point, measured, stale = self.operating_point(now_minute, meters, flex_meters)
         outcome.point, outcome.measured_buses, outcome.stale_meters = point, measured, stale
+        if self.grid3 is not None:
+            outcome.phase_point = OperatingPoint(self.p_phase_kw.copy(), self.q_phase_kvar.copy())
         if self._last_forecast is not None:
             outcome.left_envelope = self._left_envelope(point)
         forecast = outcome.forecast = self.forecast_for(now_minute, point)
@@ -352,7 +382,7 @@ class OcmService:
                 _some_of(stale),
             )
         s = self.settings
-        scenarios = forecast.point(point.q_kvar)
+        scenarios = self._for_problem(forecast.point(point.q_kvar), point)
         low, high = self._device_limits(flexibilities)
         why = self._republish_reason(now_minute, flexibilities, low, high, outcome.left_envelope)
         if why is None:
@@ -376,7 +406,7 @@ class OcmService:
         outcome.result = result
         if s.safety_price and scenarios.scenarios > 1 and result.feasible:
             central = self._problem.solve(
-                forecast.central_point(point.q_kvar),
+                self._for_problem(forecast.central_point(point.q_kvar), point),
                 objective=s.objective,
                 seed=s.seed,
                 p_low_kw=low,
@@ -484,7 +514,8 @@ class OcmService:
         if outcome.point is not None:  # corners: the verified band (published: inside it by < 1 W)
             now_kw = np.array([0.0 if kw is None else kw for kw in outcome.metered_kw])
             corners = None if result is None else (result.p_min_kw, result.p_max_kw)
-            grid = grid_status(self._constraints(outcome.flexibilities), outcome.point, now_kw, corners)
+            point = outcome.point if outcome.phase_point is None else outcome.phase_point
+            grid = grid_status(self._constraints(outcome.flexibilities), point, now_kw, corners)
         return status_document(
             minute=outcome.minute,
             computed_at=clock.now(),
@@ -539,16 +570,34 @@ class OcmService:
         if self._problem is not None and self._problem.flexibilities == tuple(flexibilities):
             return self._problem.constraints
         if flexibilities:  # not reached by ``cycle``, which prepares the problem first
-            return GridConstraints(self.grid, tuple(flexibilities), solver=self._solver)
+            return self._new_constraints(tuple(flexibilities))
         if self._bare is None:
-            self._bare = GridConstraints(self.grid, (), solver=self._solver)
+            self._bare = self._new_constraints(())
         return self._bare
+
+    def _new_constraints(self, flexibilities: tuple[Flexibility, ...]) -> GridConstraints:
+        if self.grid3 is None:
+            return GridConstraints(self.grid, flexibilities, solver=self._solver)
+        return PhaseConstraints(self.grid3, flexibilities, solver=self._solver)
+
+    def _for_problem(self, scenarios: OperatingPoint, point: OperatingPoint) -> OperatingPoint:
+        """The forecast scenarios as the problem takes them: per bus, or, three-phase, per bus
+        and phase (the measured phases, each scenario's change of a bus spread evenly)."""
+        if self.grid3 is None:
+            return scenarios
+        change = np.atleast_2d(scenarios.p_kw) - point.p_kw[None, :]
+        p = self.p_phase_kw[None, :, :] + change[:, :, None] / 3
+        q = np.broadcast_to(self.q_phase_kvar, p.shape).copy()
+        return OperatingPoint(p, q)
 
     def _prepare_problem(self, flexibilities: list[Flexibility]) -> None:
         definitions = tuple(flexibilities)
         if self._problem is None or definitions != self._problem.flexibilities:
             self._problem = OcmProblem(
-                self.grid, definitions, samples=self.settings.samples, solver=self._solver
+                self.grid if self.grid3 is None else self.grid3,
+                definitions,
+                samples=self.settings.samples,
+                solver=self._solver,
             )
             self._previous = None
             names = ", ".join(flex.name for flex in definitions)
@@ -567,6 +616,30 @@ class _Publication:
     result: BandResult
     bands: list[Band]
     forecast: Forecast
+
+
+def _three_phase_grid(tables: NetworkTables, meter_phases: Mapping[str, str], wanted: bool | None):
+    """The three-phase model when wanted; ``None`` (automatic): when the network has asymmetric
+    loads or generators, or some meter is single-phase, and the network has the zero-sequence
+    data (otherwise the balanced model, with a warning)."""
+    if wanted is False:
+        return None
+    single_phase = sorted(m for m, phase in meter_phases.items() if phase in ("a", "b", "c"))
+    if wanted is None and not (tables.has_asymmetric_elements() or single_phase):
+        return None
+    try:
+        grid3 = build_grid_3ph(tables)
+    except NetworkError as error:
+        if wanted or tables.has_asymmetric_elements():
+            raise
+        log.warning(
+            "meters %s are single-phase, but the network has no three-phase model (%s): OCM stays balanced",
+            _some_of(single_phase),
+            error,
+        )
+        return None
+    log.info("three-phase OCM: limits per phase voltage, phase conductor and voltage unbalance")
+    return grid3
 
 
 def _same(a, b) -> bool:

@@ -139,18 +139,7 @@ class GridConstraints:
         positions = grid.bus_positions([f.bus for f in self.flexibilities])
         self._incidence = np.zeros((len(self.flexibilities), grid.n_bus))
         self._incidence[np.arange(len(positions)), positions] = 1.0
-        slack_bus = np.isin(grid.node_of_bus, grid.slack_nodes)
-        self.voltage_buses = np.flatnonzero(~slack_bus)
-        branch_limit = np.concatenate(
-            [self.limits.line_max_loading_percent, self.limits.trafo_max_loading_percent]
-        )
-        rated = (
-            (grid.branch_state == COMPUTED)
-            & np.isfinite(branch_limit)
-            & np.isfinite(grid.branch_factor).all(axis=1)
-        )
-        self.branches = np.flatnonzero(rated)
-        self._branch_limit = branch_limit[self.branches]
+        self.voltage_buses, self.branches, self._branch_limit = constrained_elements(grid, self.limits)
         self.constraint_labels = self._labels()
         self._inverter_map = None
 
@@ -208,12 +197,7 @@ class GridConstraints:
             ],
             axis=1,
         )
-        converged = result.converged.reshape(k, s).all(axis=1)
-        margins = _worst(margins.reshape(k, s, -1))
-        if tightening is not None:
-            margins -= tightening
-        violation = np.nansum(np.clip(-margins, 0, None), axis=1)
-        violation[~converged] = COLLAPSE_VIOLATION
+        margins, violation, converged = judge(margins, result.converged, k, s, tightening)
         vm, loading = vm.reshape(k, s, -1), loading.reshape(k, s, -1)
         return Evaluation(
             x_kw=x,
@@ -291,6 +275,20 @@ class GridConstraints:
         return buses + buses + [(kinds[b], int(branch_ids[b])) for b in self.branches]
 
 
+def constrained_elements(grid: Grid, limits: Limits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The buses with voltage limits (every energised one no external grid holds), the
+    branches with loading limits (connected, finite rating and limit) and those limits."""
+    voltage_buses = np.flatnonzero(~np.isin(grid.node_of_bus, grid.slack_nodes))
+    branch_limit = np.concatenate([limits.line_max_loading_percent, limits.trafo_max_loading_percent])
+    rated = (
+        (grid.branch_state == COMPUTED)
+        & np.isfinite(branch_limit)
+        & np.isfinite(grid.branch_factor).all(axis=1)
+    )
+    branches = np.flatnonzero(rated)
+    return voltage_buses, branches, branch_limit[branches]
+
+
 def _loading_limit(values) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     return np.where(np.isnan(values), DEFAULT_MAX_LOADING_PERCENT, values)
@@ -301,6 +299,19 @@ def _reduce(function, values: np.ndarray) -> np.ndarray:
     if values.size == 0:
         return np.full(len(values), np.nan)
     return function(values.reshape(len(values), -1), axis=1)
+
+
+def judge(margins: np.ndarray, converged: np.ndarray, k: int, s: int, tightening: np.ndarray | None):
+    """(K S, C) margins of K schedules in S scenarios → each schedule's worst margins (K, C),
+    less ``tightening``, its violation (the sum of the negative ones; ``COLLAPSE_VIOLATION``
+    without a solution in some scenario) and whether it has a solution in every scenario."""
+    converged = converged.reshape(k, s).all(axis=1)
+    margins = _worst(margins.reshape(k, s, -1))
+    if tightening is not None:
+        margins -= tightening
+    violation = np.nansum(np.clip(-margins, 0, None), axis=1)
+    violation[~converged] = COLLAPSE_VIOLATION
+    return margins, violation, converged
 
 
 def _worst(margins: np.ndarray) -> np.ndarray:

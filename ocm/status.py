@@ -43,6 +43,11 @@ non-finite values (no load flow solution, an unrated line) are ``null``. Schema,
                     (at its closer corner). Buses held by an external grid and unrated
                     branches are not limits.
 
+Three-phase grids (``ocm.phase_constraints``): ``vm_pu`` and the corner voltages are the
+lowest phase's, each bus also has ``vm_phase_pu`` [a, b, c] at the operating point and
+``unbalance_percent``; a voltage_max limit is judged with the highest phase; loadings are the
+most loaded phase's. On balanced grids those two fields are null.
+
 The operating point is the cycle's (measured buses, forecast elsewhere) with every flexibility
 at ``p_kw``. The three load flows (operating point, P_max corner, P_min corner) are one batched
 call of the problem's own HELM solver (already factorised).
@@ -55,6 +60,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +68,7 @@ import numpy as np
 from ocm.bands import BandResult
 from ocm.flexibility import Flexibility
 from ocm.grid.helm import HelmResult
+from ocm.phase_constraints import PhaseConstraints
 from ocm.problem import GridConstraints, OperatingPoint
 
 STATUS_VERSION = 1
@@ -69,7 +76,15 @@ BINDING_VOLTAGE_SHARE = 0.002  # of the bus's range max_vm_pu - min_vm_pu (0.000
 BINDING_LOADING_PERCENT = 1.0  # percentage points below the loading limit
 SHOWN_METERS = 8
 CORNERS = ("pmax", "pmin")  # rows 1 and 2 of the load flows; row 0 is the operating point
-BUS_VALUES = ("vm_pu", "vm_pu_at_pmax", "vm_pu_at_pmin", "min_vm_pu", "max_vm_pu")
+BUS_VALUES = (
+    "vm_pu",
+    "vm_pu_at_pmax",
+    "vm_pu_at_pmin",
+    "min_vm_pu",
+    "max_vm_pu",
+    "vm_phase_pu",
+    "unbalance_percent",
+)
 
 
 def grid_status(
@@ -89,13 +104,44 @@ def grid_status(
     x = np.asarray(schedules, dtype=float).reshape(len(schedules), n_flex)
     incidence = np.zeros((n_flex, grid.n_bus))
     incidence[np.arange(n_flex), grid.bus_positions([f.bus for f in constraints.flexibilities])] = 1.0
-    p = point.p_kw[None, :] + x @ incidence
-    flows = constraints.solver.solve(p, np.broadcast_to(point.q_kvar, p.shape))
+    # three-phase: incidence per bus and phase instead (PhaseConstraints)
+    if isinstance(constraints, PhaseConstraints):
+        flows = _phase_flows(constraints, point, x)
+    else:
+        p = point.p_kw[None, :] + x @ incidence
+        flows = constraints.solver.solve(p, np.broadcast_to(point.q_kvar, p.shape))
     return {
         "buses": _buses(constraints, flows),
         "branches": _branches(constraints, flows),
         "binding": _binding(constraints, flows) if band is not None else [],
     }
+
+
+@dataclass(frozen=True)
+class _PhaseFlows:
+    """Three-phase load flows reduced to the balanced status's shapes (see the module doc)."""
+
+    vm_pu: np.ndarray  # (K, n_bus) lowest phase
+    vm_max_pu: np.ndarray  # (K, n_bus) highest phase
+    vm_phase_pu: np.ndarray  # (K, n_bus, 3)
+    unbalance_percent: np.ndarray  # (K, n_bus)
+    line_loading_percent: np.ndarray  # (K, n_line) most loaded phase
+    trafo_loading_percent: np.ndarray
+
+
+def _phase_flows(constraints: PhaseConstraints, point: OperatingPoint, x: np.ndarray) -> _PhaseFlows:
+    n = constraints.grid.n_bus
+    p = np.asarray(point.p_kw, dtype=float).reshape(1, n, 3) + (x @ constraints.incidence).reshape(-1, n, 3)
+    q = np.broadcast_to(np.asarray(point.q_kvar, dtype=float).reshape(1, n, 3), p.shape)
+    flows = constraints.solver.solve(p, q)
+    return _PhaseFlows(
+        vm_pu=flows.vm_pu.min(axis=2),
+        vm_max_pu=flows.vm_pu.max(axis=2),
+        vm_phase_pu=flows.vm_pu,
+        unbalance_percent=flows.unbalance_percent,
+        line_loading_percent=flows.line_loading_percent.max(axis=2),
+        trafo_loading_percent=flows.trafo_loading_percent.max(axis=2),
+    )
 
 
 def status_document(
@@ -185,6 +231,8 @@ def _buses(constraints: GridConstraints, flows: HelmResult) -> list[dict]:
     grid, limits = constraints.grid, constraints.limits
     position = dict(zip(grid.bus_ids.tolist(), range(grid.n_bus), strict=True))
     vm = flows.vm_pu
+    phases = getattr(flows, "vm_phase_pu", None)
+    unbalance = getattr(flows, "unbalance_percent", None)
     corners = len(vm) == 3
     buses = []
     for bus in grid.all_bus_ids.tolist():
@@ -200,6 +248,8 @@ def _buses(constraints: GridConstraints, flows: HelmResult) -> list[dict]:
                 "vm_pu_at_pmin": _number(vm[2, k], 6) if corners else None,
                 "min_vm_pu": _number(limits.v_min_pu[k]),
                 "max_vm_pu": _number(limits.v_max_pu[k]),
+                "vm_phase_pu": [_number(v, 6) for v in phases[0, k]] if phases is not None else None,
+                "unbalance_percent": _number(unbalance[0, k], 4) if unbalance is not None else None,
             }
         )
     return buses
@@ -232,8 +282,12 @@ def _binding(constraints: GridConstraints, flows: HelmResult) -> list[dict]:
     buses = constraints.voltage_buses
     v_min, v_max = limits.v_min_pu[buses], limits.v_max_pu[buses]
     tolerance = BINDING_VOLTAGE_SHARE * (v_max - v_min)
-    vm = flows.vm_pu[1:, buses]
-    for kind, margin, limit in (("voltage_min", vm - v_min, v_min), ("voltage_max", v_max - vm, v_max)):
+    vm_low = flows.vm_pu[1:, buses]
+    vm_high = getattr(flows, "vm_max_pu", flows.vm_pu)[1:, buses]  # three-phase: the highest phase
+    for kind, margin, limit, vm in (
+        ("voltage_min", vm_low - v_min, v_min, vm_low),
+        ("voltage_max", v_max - vm_high, v_max, vm_high),
+    ):
         corner, closest = _closest_corner(margin)
         for j in np.flatnonzero(closest <= tolerance):
             entry = _entry(kind, "bus", int(grid.bus_ids[buses[j]]), vm[corner[j], j], limit[j], corner[j])

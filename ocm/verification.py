@@ -121,20 +121,30 @@ def shrink_band(
     return None
 
 
-def _worst_corners(constraints, point, p_min, p_max) -> np.ndarray:
-    """For every limit, the corner that its linearised margin says is worst."""
-    width = p_max - p_min
+def margin_sensitivities(constraints, point, low: np.ndarray, high: np.ndarray, relative_step: float):
+    """Finite-difference sensitivities of every margin to the flexibilities that may move in
+    ``[low, high]``, at its centre: (moving flexibilities, (constraints, moving) per kW, the
+    evaluation whose row 0 is the centre), or None if nothing moves or a probe has no solution."""
+    width = high - low
     moving = np.flatnonzero(width > 0)
     if moving.size == 0:
-        return np.zeros((0, len(p_min)))
-    centre = (p_min + p_max) / 2
-    step = np.maximum(1e-3 * width[moving], 1e-3)
-    probes = np.repeat(centre[None, :], len(moving) + 1, axis=0)
+        return None
+    step = np.maximum(relative_step * width[moving], relative_step)
+    probes = np.repeat(((low + high) / 2)[None, :], len(moving) + 1, axis=0)
     probes[np.arange(1, len(moving) + 1), moving] += step
     evaluation = constraints.evaluate(probes, point)
     if not evaluation.converged.all():
+        return None
+    return moving, (evaluation.margins[1:] - evaluation.margins[0]).T / step, evaluation
+
+
+def _worst_corners(constraints, point, p_min, p_max) -> np.ndarray:
+    """For every limit, the corner that its linearised margin says is worst."""
+    width = p_max - p_min
+    found = margin_sensitivities(constraints, point, p_min, p_max, 1e-3)
+    if found is None:
         return np.zeros((0, len(p_min)))
-    sensitivity = (evaluation.margins[1:] - evaluation.margins[0]).T / step  # (constraints, moving)
+    moving, sensitivity, evaluation = found
     predicted = evaluation.margins[0] - np.abs(sensitivity) @ width[moving]
     order = np.argsort(predicted)[:MAX_WORST_CORNERS]
     corners = np.repeat(p_min[None, :], len(order), axis=0)

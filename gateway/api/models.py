@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from contracts.ledger import PHASE_NAMES, Reading
+
 MAX_SLOT = 2**32 - 1  # the contracts keep slots in uint32
 MAX_TIME = 2**32 - 1  # Unix seconds up to 2106: their minutes fit the contracts' uint32
 Tokens = str  # an exact decimal amount of tokens, e.g. "12.5"
@@ -242,6 +244,15 @@ class Balance(BaseModel):
     credit: Tokens
 
 
+class PhaseInfo(BaseModel):
+    """One phase of a reading (kW, kvar, load convention; pu; degrees in the feeder's reference)."""
+
+    p_kw: float
+    q_kvar: float
+    v_pu: float
+    theta_deg: float
+
+
 class ReadingInfo(BaseModel):
     meter_id: str
     time: int
@@ -249,6 +260,23 @@ class ReadingInfo(BaseModel):
     q_kvar: float
     v_pu: float
     theta_deg: float
+    phases: dict[Literal["L1", "L2", "L3"], PhaseInfo] | None = Field(
+        default=None,
+        description="per phase, from a meter that measures per phase: the phases it measures "
+        "(a single-phase meter: one); null for a balanced three-phase total",
+    )
+
+    @classmethod
+    def of(cls, reading: Reading) -> ReadingInfo:
+        phases = None
+        if reading.phases is not None:
+            phases = {
+                name: PhaseInfo(**vars(phase))
+                for name, phase in zip(PHASE_NAMES, reading.phases, strict=True)
+                if phase is not None
+            }
+        totals = ("meter_id", "time", "p_kw", "q_kvar", "v_pu", "theta_deg")
+        return cls(**{name: getattr(reading, name) for name in totals}, phases=phases)
 
 
 class OrderInput(BaseModel):

@@ -144,7 +144,7 @@ def _run_snapshot(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json_dict(), indent=1))
     else:
-        print(format_result(case.grid.name or Path(args.net).name, result, args.seed))
+        print(format_result(case.grid.name or Path(args.net).name, result, args.seed, case.three_phase))
     if not result.feasible:
         print(f"error: {result.message}", file=sys.stderr)
         return 1
@@ -216,6 +216,11 @@ def _run_timeseries(args: argparse.Namespace) -> int:
     from ocm.timeseries import run_timeseries
 
     case = load_case(args.net)
+    if case.three_phase:
+        raise CliError(
+            f"{args.net} is a three-phase case (asymmetric elements or single-phase flexibilities): "
+            "--profiles time series are balanced only for now; run it without --profiles for one step"
+        )
     out = Path(args.out or "ocm-bands")
     written = []
     if args.profiles == "simbench":
@@ -262,19 +267,21 @@ def _run_timeseries(args: argparse.Namespace) -> int:
     return 0 if result.feasible_steps == steps else 1
 
 
-def format_result(title: str, result, seed: int) -> str:
+def format_result(title: str, result, seed: int, three_phase: bool = False) -> str:
     """Readable table of the bands with the corner values and the verification summary."""
     count = len(result.flexibilities)
     lines = [
         f"network {title}: {count} flexibilities, objective {result.objective}, seed {seed}",
         "",
-        f"{'flexibility':<28} {'bus':>6} {'group':>5} {'hardware [kW]':>20} {'band [kW]':>20}",
+        f"{'flexibility':<28} {'bus':>6} {'phase':>5} {'group':>5} {'hardware [kW]':>20} {'band [kW]':>20}",
     ]
+    if three_phase:
+        lines.insert(1, "three-phase: every phase voltage, phase conductor and the voltage unbalance (≤ 2 %)")
     for f, low, high in zip(result.flexibilities, result.p_min_kw, result.p_max_kw, strict=True):
         label = f"{f.key} ({f.name})" if f.name else f.key
         hardware = f"{f.p_low_kw:8.2f} .. {f.p_high_kw:8.2f}"
         band = f"{low:8.2f} .. {high:8.2f}"
-        lines.append(f"{label:<28} {f.bus:>6} {f.priority_group:>5} {hardware:>20} {band:>20}")
+        lines.append(f"{label:<28} {f.bus:>6} {f.phase:>5} {f.priority_group:>5} {hardware:>20} {band:>20}")
     lines.append("")
     lines.append("feasible: yes" if result.feasible else f"feasible: NO ({result.message})")
     lines.append(

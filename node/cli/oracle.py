@@ -30,10 +30,27 @@ than --refresh minutes of them are left. Devices: the owners' reports on chain
 (DeviceStates: plug state and energy need of a car, charge of a battery), advanced by the
 devices' own meters; a charger without a car gets no capacity.
 
+Three-phase: on a network with asymmetric loads or single-phase meters (--meter-phase)
+and zero-sequence data, the bands keep every phase voltage, phase conductor and the
+voltage unbalance (2 %) within limits, from the meters' per-phase readings; a charger
+whose sub-meter is single-phase is a single-phase flexibility (docs/three-phase.md).
+
 examples:
   lec oracle run feeder.json --data-dir .lec/community --rpc-url http://127.0.0.1:8545
+  lec oracle run feeder.json --meter-phase M-CS01=a --meter-phase H7=b
   lec oracle run .lec/community/feeder.json --once
 """
+
+
+def meter_phase(text: str) -> tuple[str, str]:
+    """``METER=PHASE`` with PHASE one of a, b, c (abc: three-phase, the default)."""
+    meter, sep, phase = text.partition("=")
+    phase = phase.strip().lower()
+    if not sep or not meter.strip() or phase not in ("a", "b", "c", "abc"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give METER=PHASE with PHASE a, b, c or abc, e.g. M-CS01=a"
+        )
+    return meter.strip(), phase
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +90,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=15,
         help="publish again when fewer minutes of the published bands are left (default 15)",
     )
+    parser.add_argument(
+        "--meter-phase",
+        action="append",
+        default=[],
+        type=meter_phase,
+        metavar="METER=PHASE",
+        help="a single-phase meter and its phase a, b or c (repeatable; default: three-phase)",
+    )
+    parser.add_argument(
+        "--three-phase",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="per-phase OCM: auto (default: with asymmetric loads or single-phase meters, if the "
+        "network has zero-sequence data), yes (required) or no (balanced)",
+    )
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
     add_solver_options(parser)
     parser.set_defaults(func=run)
@@ -83,10 +115,13 @@ def run(args: argparse.Namespace) -> int:
     from node.cli.node import shutdown_requested
     from ocm.grid.errors import NetworkError
     from ocm.grid.network_io import read_network_tables
+    from ocm.grid.three_phase import build_grid_3ph
     from ocm.oracle import OcmService, ServiceSettings
 
     try:
         tables = read_network_tables(args.net)
+        if args.three_phase == "yes":
+            build_grid_3ph(tables)  # the three-phase model's errors before anything else
     except NetworkError as error:
         raise CliError(str(error)) from None
     community, keyring = open_community(args.data_dir, args.rpc_url)
@@ -99,9 +134,18 @@ def run(args: argparse.Namespace) -> int:
         probability=args.probability,
         refresh_minutes=args.refresh,
     )
-    service = OcmService(
-        community, keyring["ocm"], tables, settings, status_file=args.data_dir / "ocm" / "status.json"
-    )
+    try:
+        service = OcmService(
+            community,
+            keyring["ocm"],
+            tables,
+            settings,
+            status_file=args.data_dir / "ocm" / "status.json",
+            meter_phases=dict(args.meter_phase),
+            three_phase={"auto": None, "yes": True, "no": False}[args.three_phase],
+        )
+    except NetworkError as error:
+        raise CliError(f"{args.net}: {error}") from None
     if args.once:
         outcome = service.cycle()
         print(f"minute {outcome.minute}: {outcome.reason}")

@@ -7,6 +7,12 @@ into the band in force for that minute (0 kW without a published band), Q = 0. T
 loads go through a HELM load flow of the feeder, which gives every bus's V and θ; each
 meter signs its reading with its own key and publishes it on the gateway's topic. The
 clock replays past minutes at ``speed`` times the community clock, then runs with it.
+
+Meters report per phase (``per_phase``): a three-phase meter ("abc") its P and Q split
+evenly over L1, L2, L3, a single-phase meter ("a", "b" or "c": L1, L2, L3) all of it on its
+phase; each phase has its bus's V and θ shifted by the phase's nominal displacement (0°,
+−120°, +120°). The load flow is balanced, so the phases' V and θ are those of the balanced
+feeder.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +32,12 @@ from contracts import clock as community_clock
 from contracts.accounts import Keyring
 from contracts.clock import SECONDS_PER_MINUTE, floor_to_minute, minute_of, minute_start
 from contracts.community import Community
-from contracts.ledger import Reading
+from contracts.ledger import PHASE_DISPLACEMENT_DEG, PHASE_NAMES, PhaseReading, Phases, Reading, wrap_degrees
 from contracts.registry import Meter, Role
-from gateway.payload import sign_payload
+from gateway.payload import OBIS_PHASES, sign_payload
 from gateway.service import MqttSettings, reading_topic
 from node.simulation import profiles
+from ocm.phase_loads import CONNECTED_PHASES
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ class SimulatorSettings:
     payload_form: str = "json"  # or "obis"
     register_meters: int = 0  # make sure the community has this many meters
     nominal_voltage_v: float = 230.0
+    per_phase: bool = True  # readings carry their phases (False: totals only, as before phases)
+    meter_phases: Mapping[str, str] = field(default_factory=dict)  # meter id → "a", "b", "c"; else "abc"
 
 
 @dataclass
@@ -58,6 +67,7 @@ class SimulatedMeter:
     household: profiles.Household
     key: object  # the meter's LocalAccount
     flex_id: str | None = None  # a flexibility's own meter: it reports the flexibility's schedule
+    phase: str = "abc"  # the phases it measures: "a", "b", "c" or "abc"
 
 
 class FeederSimulation:
@@ -69,6 +79,7 @@ class FeederSimulation:
         meters: list[SimulatedMeter],
         seed: int,
         device_kw: Callable[[str, int], float] | None = None,
+        per_phase: bool = True,
     ):
         from ocm.grid.helm import HelmSolver
 
@@ -76,6 +87,7 @@ class FeederSimulation:
         self.meters = meters
         self.seed = seed
         self.device_kw = device_kw  # (flex id, minute start) -> kW; None: flexibilities idle
+        self.per_phase = per_phase
         self._solver = HelmSolver(grid)
 
     def readings(self, times: list[int]) -> list[list[Reading]]:
@@ -97,20 +109,39 @@ class FeederSimulation:
         flow = self._solver.solve(p, q)
         if not flow.all_converged:
             raise ValueError(f"the load flow of the feeder did not converge: {flow.reasons[0]}")
-        return [
-            [
-                Reading(
-                    sim.meter.meter_id,
-                    time_s,
-                    round(float(powers[k, j, 0]), 3),
-                    round(float(powers[k, j, 1]), 3),
-                    round(float(flow.vm_pu[k, sim.bus_position]), 6),
-                    round(float(flow.va_degree[k, sim.bus_position]), 6),
+        readings = []
+        for k, time_s in enumerate(times):
+            minute = []
+            for j, sim in enumerate(self.meters):
+                p_kw, q_kvar = float(powers[k, j, 0]), float(powers[k, j, 1])
+                v_pu = round(float(flow.vm_pu[k, sim.bus_position]), 6)
+                theta_deg = round(float(flow.va_degree[k, sim.bus_position]), 6)
+                phases = phase_values(sim.phase, p_kw, q_kvar, v_pu, theta_deg) if self.per_phase else None
+                minute.append(
+                    Reading(
+                        sim.meter.meter_id, time_s, round(p_kw, 3), round(q_kvar, 3), v_pu, theta_deg, phases
+                    )
                 )
-                for j, sim in enumerate(self.meters)
-            ]
-            for k, time_s in enumerate(times)
-        ]
+            readings.append(minute)
+        return readings
+
+
+def phase_values(phase: str, p_kw: float, q_kvar: float, v_pu: float, theta_deg: float) -> Phases:
+    """The phases a meter on ``phase`` ("a", "b", "c" or "abc") reports on a balanced feeder:
+    P and Q split evenly over its phases, each with V and θ plus the phase's displacement."""
+    connected = CONNECTED_PHASES[phase]
+    share = 1.0 / len(connected)
+    return tuple(  # type: ignore[return-value]
+        PhaseReading(
+            round(p_kw * share, 3),
+            round(q_kvar * share, 3),
+            v_pu,
+            round(wrap_degrees(theta_deg + PHASE_DISPLACEMENT_DEG[k]), 6),
+        )
+        if k in connected
+        else None
+        for k in range(len(PHASE_NAMES))
+    )
 
 
 def load_feeder(network: Path | None, seed: int):
@@ -126,9 +157,17 @@ def load_feeder(network: Path | None, seed: int):
     return grid_from_pandapower(net), sorted(set(net.load.bus.tolist()))
 
 
-def place_meters(community: Community, keyring: Keyring, grid, load_buses, seed: int) -> list[SimulatedMeter]:
+def place_meters(
+    community: Community,
+    keyring: Keyring,
+    grid,
+    load_buses,
+    seed: int,
+    meter_phases: Mapping[str, str] | None = None,
+) -> list[SimulatedMeter]:
     """Active registered meters whose key is in the keyring, at their bus (or, when the
-    registered bus is not a load bus of this feeder, spread over the load buses)."""
+    registered bus is not a load bus of this feeder, spread over the load buses), on the
+    phases ``meter_phases`` gives them (default "abc")."""
     buses = [b for b in (load_buses or grid.bus_ids.tolist()) if b in set(grid.bus_ids.tolist())]
     position = {bus: i for i, bus in enumerate(grid.bus_ids.tolist())}
     placed = []
@@ -142,7 +181,8 @@ def place_meters(community: Community, keyring: Keyring, grid, load_buses, seed:
         rng = np.random.default_rng([seed, n])
         household = profiles.Household.random(rng, seed=seed * 100_003 + n)
         flex_id = community.registry.flexibility_of_meter(meter_id)
-        placed.append(SimulatedMeter(meter, position[bus], household, key, flex_id))
+        phase = (meter_phases or {}).get(meter_id, "abc")
+        placed.append(SimulatedMeter(meter, position[bus], household, key, flex_id, phase))
     return placed
 
 
@@ -191,17 +231,39 @@ def payload_for(reading: Reading, seq: int, form: str, nominal_voltage_v: float,
     """The signed payload of ``reading`` in the JSON or the OBIS form."""
     fields = {"meter_id": reading.meter_id, "time": reading.time, "seq": seq}
     if form == "obis":
-        obis = {
-            "1-0:1.7.0": round(max(reading.p_kw, 0.0), 3),
-            "1-0:2.7.0": round(max(-reading.p_kw, 0.0), 3),
-            "1-0:3.7.0": round(max(reading.q_kvar, 0.0), 3),
-            "1-0:4.7.0": round(max(-reading.q_kvar, 0.0), 3),
-            "1-0:32.7.0": round(reading.v_pu * nominal_voltage_v, 4),
-            "1-0:81.7.4": reading.theta_deg,
-        }
+        obis = _obis_import_export(("1-0:1.7.0", "1-0:2.7.0", "1-0:3.7.0", "1-0:4.7.0"), reading)
+        obis |= {"1-0:32.7.0": round(reading.v_pu * nominal_voltage_v, 4), "1-0:81.7.4": reading.theta_deg}
+        if reading.phases is not None:
+            del obis["1-0:32.7.0"]  # the total voltage is the mean of the phases' (a meter on L2: L2's)
+            for codes, phase in zip(OBIS_PHASES, reading.phases, strict=True):
+                if phase is not None:  # the angles 81.7.1/81.7.2 are nominal: left out
+                    obis |= _obis_import_export(codes[:4], phase)
+                    obis[codes[4]] = round(phase.v_pu * nominal_voltage_v, 4)
         return sign_payload({**fields, "obis": obis}, key)
-    values = {"p_kw": reading.p_kw, "q_kvar": reading.q_kvar, "v_pu": reading.v_pu}
-    return sign_payload({**fields, **values, "theta_deg": reading.theta_deg}, key)
+    values = {
+        "p_kw": reading.p_kw,
+        "q_kvar": reading.q_kvar,
+        "v_pu": reading.v_pu,
+        "theta_deg": reading.theta_deg,
+    }
+    if reading.phases is not None:
+        values["phases"] = {
+            name: vars(phase)
+            for name, phase in zip(PHASE_NAMES, reading.phases, strict=True)
+            if phase is not None
+        }
+    return sign_payload({**fields, **values}, key)
+
+
+def _obis_import_export(codes: tuple, values: Reading | PhaseReading) -> dict[str, float]:
+    """+P, −P, +Q, −Q registers (kW, kvar magnitudes) of ``values`` under ``codes``."""
+    p_in, p_out, q_in, q_out = codes
+    return {
+        p_in: round(max(values.p_kw, 0.0), 3),
+        p_out: round(max(-values.p_kw, 0.0), 3),
+        q_in: round(max(values.q_kvar, 0.0), 3),
+        q_out: round(max(-values.q_kvar, 0.0), 3),
+    }
 
 
 def run_simulation(
@@ -222,11 +284,15 @@ def run_simulation(
     grid, load_buses = load_feeder(settings.network, settings.seed)
     if settings.register_meters:
         ensure_meters(community, keyring, settings.register_meters, load_buses or grid.bus_ids.tolist())
-    meters = place_meters(community, keyring, grid, load_buses, settings.seed)
+    meters = place_meters(community, keyring, grid, load_buses, settings.seed, settings.meter_phases)
     if not meters:
         raise ValueError("no active meter with a key in the keyring to simulate (try --register --meters N)")
     simulation = FeederSimulation(
-        grid, meters, settings.seed, lambda flex_id, time_s: executed_kw(community, flex_id, time_s)
+        grid,
+        meters,
+        settings.seed,
+        lambda flex_id, time_s: executed_kw(community, flex_id, time_s),
+        per_phase=settings.per_phase,
     )
     keys = {sim.meter.meter_id: sim.key for sim in meters}
     clients: dict[str, mqtt.Client] = {}

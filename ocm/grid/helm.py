@@ -92,7 +92,7 @@ class HelmSolver:
         self._slack_current = y[pq][:, slack] @ grid.slack_voltage
         self._y_shunt = grid.y_shunt[pq]
         self._const_z = (grid.const_z_p[pq], grid.const_z_q[pq])
-        self._factors = _factorise(self._y_pq) if len(pq) else None
+        self._factors = factorise(self._y_pq) if len(pq) else None
         self._germ = self._solve_linear(-self._slack_current[:, None])[:, 0]
         row_scale = abs(self._y_pq) @ abs(self._germ) + abs(self._slack_current)
         rounding_floor = 1e3 * np.finfo(float).eps * float(row_scale.max(initial=0.0))
@@ -217,12 +217,8 @@ class HelmSolver:
         for step in range(1, POLISH_STEPS + 1):
             current = y @ v + self._slack_current
             residual = v * current.conj() - s_inj
-            jacobian = _polar_jacobian(y, v, current)
-            try:
-                with np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", spla.MatrixRankWarning)
-                    dx = spla.spsolve(jacobian, -np.concatenate([residual.real, residual.imag]))
-            except RuntimeError:  # singular Jacobian: at or beyond the nose
+            dx = newton_step(_polar_jacobian(y, v, current), residual)
+            if dx is None:
                 break
             m = len(v)
             v = (np.abs(v) + dx[m:]) * np.exp(1j * (np.angle(v) + dx[:m]))
@@ -306,7 +302,7 @@ class _SeriesState:
         self.rhs = np.empty_like(self.s_inj)
 
 
-def _factorise(a: sp.csr_matrix) -> tuple:
+def factorise(a: sp.csr_matrix) -> tuple:
     """Sparse LU of the PQ series matrix in the arrays ``kernels.lu_solve`` expects."""
     lu = spla.splu(a.tocsc(), permc_spec="COLAMD")
     lower = sp.tril(lu.L.tocsr(), k=-1, format="csr")
@@ -326,6 +322,17 @@ def _factorise(a: sp.csr_matrix) -> tuple:
         lu.perm_r.astype(np.int64),
         lu.perm_c.astype(np.int64),
     )
+
+
+def newton_step(jacobian: sp.csc_matrix, residual: np.ndarray) -> np.ndarray | None:
+    """The real Newton step for a complex ``residual`` ([real; imaginary] parts), or None if
+    the Jacobian is singular (at or beyond the nose of the voltage curve)."""
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", spla.MatrixRankWarning)
+            return spla.spsolve(jacobian, -np.concatenate([residual.real, residual.imag]))
+    except RuntimeError:
+        return None
 
 
 def _polar_jacobian(y: sp.csc_matrix, v: np.ndarray, current: np.ndarray) -> sp.csc_matrix:

@@ -99,6 +99,17 @@ class NetworkTables:
     sgen: pd.DataFrame
     storage: pd.DataFrame
     ext_grid: pd.DataFrame
+    # single-phase and unbalanced elements (pandapower's tables); only the three-phase model
+    # (``ocm.grid.three_phase``) takes them, the balanced model refuses in-service ones
+    asymmetric_load: pd.DataFrame = field(default_factory=pd.DataFrame)
+    asymmetric_sgen: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def has_asymmetric_elements(self) -> bool:
+        """Whether any in-service asymmetric load or generator is present."""
+        return any(
+            not table.empty and table.get("in_service", pd.Series(True, index=table.index)).astype(bool).any()
+            for table in (self.asymmetric_load, self.asymmetric_sgen)
+        )
 
 
 @dataclass(eq=False)
@@ -177,6 +188,11 @@ def build_grid(tables: NetworkTables) -> Grid:
     """Per-unit model of ``tables``; raises ``NetworkError`` naming any element at fault."""
     if not (tables.sn_mva > 0 and tables.f_hz > 0):
         raise NetworkError("sn_mva and f_hz of the network must be positive")
+    if tables.has_asymmetric_elements():
+        raise NetworkError(
+            "the network has asymmetric loads or generators (asymmetric_load, asymmetric_sgen): "
+            "use the three-phase load flow (ocm.grid.three_phase, lec loadflow --3ph)"
+        )
     t = _complete_tables(tables)
     _check_references(t)
     _check_values(t)
@@ -201,7 +217,14 @@ def _complete_tables(tables: NetworkTables) -> NetworkTables:
         if "in_service" in defaults:
             table["in_service"] = table["in_service"].astype(bool)
         completed[name] = table
-    return NetworkTables(tables.name, tables.sn_mva, tables.f_hz, **completed)
+    return NetworkTables(
+        tables.name,
+        tables.sn_mva,
+        tables.f_hz,
+        **completed,
+        asymmetric_load=tables.asymmetric_load,
+        asymmetric_sgen=tables.asymmetric_sgen,
+    )
 
 
 def _check_references(t: NetworkTables) -> None:

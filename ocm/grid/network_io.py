@@ -16,10 +16,14 @@ import pandas as pd
 from ocm.grid.errors import NetworkError
 from ocm.grid.model import Grid, NetworkTables, build_grid
 from ocm.grid.pandapower_json import PandapowerFile, UnsupportedFile, read_tables
+from ocm.grid.three_phase import Grid3ph, build_grid_3ph
 
 NATIVE_FORMAT = "lec-network"
 NATIVE_VERSION = 1
 SUPPORTED_TABLES = ("bus", "line", "trafo", "switch", "shunt", "load", "sgen", "storage", "ext_grid")
+# single-phase and unbalanced elements: read whenever present (older files may lack them); only the
+# three-phase load flow (ocm.grid.three_phase) takes in-service ones
+ASYMMETRIC_TABLES = ("asymmetric_load", "asymmetric_sgen")
 # pandapower tables that describe no equipment in the load flow (runpp ignores them by default)
 IGNORED_TABLES = ("controller", "measurement", "group", "pwl_cost", "poly_cost")
 UNSUPPORTED_HINTS = {
@@ -30,8 +34,6 @@ UNSUPPORTED_HINTS = {
     "xward": "extended ward equivalents are not supported",
     "dcline": "DC lines are not supported",
     "motor": "motors are not supported, use load",
-    "asymmetric_load": "asymmetric loads are not supported, use load",
-    "asymmetric_sgen": "asymmetric static generators are not supported, use sgen",
 }
 
 # Native format: element lists, their fields (required ones first, marked by REQUIRED_FIELDS)
@@ -46,9 +48,20 @@ NATIVE_TABLES = {
     "sgens": "sgen",
     "storages": "storage",
     "ext_grids": "ext_grid",
+    "asymmetric_loads": "asymmetric_load",
+    "asymmetric_sgens": "asymmetric_sgen",
 }
-_POWER_FIELDS = ("p_kw", "q_kvar", "min_p_kw", "max_p_kw", "min_q_kvar", "max_q_kvar")
-_INJECTION_FIELDS = ("bus", "scaling", "in_service", "controllable", "priority_group", *_POWER_FIELDS)
+_PHASE_POWER_FIELDS = ("p_a_kw", "q_a_kvar", "p_b_kw", "q_b_kvar", "p_c_kw", "q_c_kvar")
+_POWER_FIELDS = ("p_kw", "q_kvar", "min_p_kw", "max_p_kw", "min_q_kvar", "max_q_kvar", *_PHASE_POWER_FIELDS)
+_INJECTION_FIELDS = (
+    "bus",
+    "scaling",
+    "in_service",
+    "controllable",
+    "priority_group",
+    "phase",
+    *_POWER_FIELDS,
+)
 # inverters' reactive power control (ocm.grid.reactive); sn_kva becomes pandapower's sn_mva
 _INVERTER_FIELDS = (
     "sn_kva",
@@ -77,6 +90,11 @@ NATIVE_FIELDS = {
         "df",
         "max_loading_percent",
         "in_service",
+        # zero sequence (three-phase load flow)
+        "r0_ohm_per_km",
+        "x0_ohm_per_km",
+        "c0_nf_per_km",
+        "g0_us_per_km",
     ),
     "trafos": (
         "hv_bus",
@@ -99,6 +117,13 @@ NATIVE_FIELDS = {
         "df",
         "max_loading_percent",
         "in_service",
+        # zero sequence (three-phase load flow)
+        "vector_group",
+        "vk0_percent",
+        "vkr0_percent",
+        "mag0_percent",
+        "mag0_rx",
+        "si0_hv_partial",
     ),
     "switches": ("bus", "element", "et", "closed", "z_ohm"),
     "shunts": ("bus", "p_kw", "q_kvar", "vn_kv", "step", "in_service"),
@@ -111,7 +136,24 @@ NATIVE_FIELDS = {
     ),
     "sgens": (*_INJECTION_FIELDS, *_INVERTER_FIELDS),
     "storages": (*_INJECTION_FIELDS, *_INVERTER_FIELDS),
-    "ext_grids": ("bus", "vm_pu", "va_degree", "in_service"),
+    "ext_grids": (
+        "bus",
+        "vm_pu",
+        "va_degree",
+        "in_service",
+        # short-circuit power and impedance ratios (three-phase load flow)
+        "s_sc_max_mva",
+        "rx_max",
+        "x0x_max",
+        "r0x0_max",
+    ),
+    "asymmetric_loads": ("bus", *_PHASE_POWER_FIELDS, "type", "scaling", "in_service"),
+    "asymmetric_sgens": ("bus", *_PHASE_POWER_FIELDS, "scaling", "in_service"),
+}
+# per-phase powers that an asymmetric element leaves out are zero; its connection defaults to wye
+NATIVE_DEFAULTS = {
+    "asymmetric_loads": {**dict.fromkeys(_PHASE_POWER_FIELDS, 0.0), "type": "wye"},
+    "asymmetric_sgens": dict.fromkeys(_PHASE_POWER_FIELDS, 0.0),
 }
 REQUIRED_FIELDS = {
     "buses": ("vn_kv",),
@@ -123,12 +165,20 @@ REQUIRED_FIELDS = {
     "sgens": ("bus", "p_kw"),
     "storages": ("bus", "p_kw"),
     "ext_grids": ("bus",),
+    "asymmetric_loads": ("bus",),
+    "asymmetric_sgens": ("bus",),
 }
 
 
 def read_network(path: str | Path) -> Grid:
     """Grid of a pandapower JSON file (``pandapower.to_json``) or a native ``lec-network`` file."""
     return build_grid(read_network_tables(path))
+
+
+def read_network_3ph(path: str | Path) -> Grid3ph:
+    """Three-phase grid of a network file (it needs the zero-sequence data, see
+    docs/native-network-format.md, *Unbalanced networks*)."""
+    return build_grid_3ph(read_network_tables(path))
 
 
 def read_network_tables(path: str | Path) -> NetworkTables:
@@ -160,6 +210,11 @@ def grid_from_pandapower(net) -> Grid:
     return build_grid(tables_from_pandapower(net))
 
 
+def grid_3ph_from_pandapower(net) -> Grid3ph:
+    """Three-phase grid of an in-memory ``pandapowerNet`` (as pandapower's ``runpp_3ph`` sees it)."""
+    return build_grid_3ph(tables_from_pandapower(net))
+
+
 def tables_from_pandapower(net) -> NetworkTables:
     """Element tables of a pandapower net, after rejecting unsupported in-service elements."""
     if not all(isinstance(net.get(name), pd.DataFrame) for name in SUPPORTED_TABLES):
@@ -170,6 +225,7 @@ def tables_from_pandapower(net) -> NetworkTables:
         sn_mva=float(net.sn_mva),
         f_hz=float(net.f_hz),
         **{name: net[name] for name in SUPPORTED_TABLES},
+        **_asymmetric_tables(net),
     )
 
 
@@ -182,7 +238,13 @@ def tables_from_pandapower_file(file: PandapowerFile) -> NetworkTables:
         sn_mva=float(file.sn_mva),
         f_hz=float(file.f_hz),
         **{name: file.tables[name] for name in SUPPORTED_TABLES},
+        **_asymmetric_tables(file.tables),
     )
+
+
+def _asymmetric_tables(net) -> dict[str, pd.DataFrame]:
+    """The asymmetric element tables of a net or file that has them (as they are, every column)."""
+    return {name: net[name] for name in ASYMMETRIC_TABLES if isinstance(net.get(name), pd.DataFrame)}
 
 
 def _reject_unsupported(net) -> None:
@@ -191,7 +253,7 @@ def _reject_unsupported(net) -> None:
         if (
             isinstance(table, pd.DataFrame)
             and not name.startswith(("res_", "_"))
-            and name not in SUPPORTED_TABLES + IGNORED_TABLES
+            and name not in SUPPORTED_TABLES + ASYMMETRIC_TABLES + IGNORED_TABLES
             and "in_service" in table
             and table["in_service"].fillna(False).astype(bool).any()
         ):
@@ -252,8 +314,9 @@ def _native_table(key: str, rows) -> pd.DataFrame:
     if len(set(index)) != len(index):
         raise NetworkError(f"native network: duplicate index in {key}")
     columns = ["name", *fields]
+    defaults = NATIVE_DEFAULTS.get(key, {})
     table = pd.DataFrame(
-        [[row.get(c, np.nan) for c in columns] for row in rows],
+        [[row.get(c, defaults.get(c, np.nan)) for c in columns] for row in rows],
         columns=columns,
         index=pd.Index(index, dtype=np.int64),
     )

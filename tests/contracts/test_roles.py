@@ -138,6 +138,18 @@ GUARDED = [
         ("gateway",),
     ),
     Guarded(
+        "ledger",
+        "recordPhaseReadings",
+        lambda env: (
+            pack_reading(
+                (units.encode_id("M01"), env.now_minute() - 1, 1000, 0, 1_000_000, 0),
+                (0b010, ((0, 0, 0, 0), (1000, 0, 1_000_000, -120_000_000), (0, 0, 0, 0))),
+            ),
+        ),
+        Role.GATEWAY,
+        ("gateway",),
+    ),
+    Guarded(
         "limits",
         "publishBands",
         lambda env: ([(units.encode_id("CS01"), _future(env), _future(env) + 15, 0, 5000)],),

@@ -74,6 +74,9 @@ def special_refusals(stack, now: int, valid: Reading) -> list[tuple[str, dict, R
          Reason.FROM_FUTURE),
         ("M01", signed_payload(Reading("M01", now - now % 60 - 86400 * 3, 1, 0, 1, 0),
                                key("M01").account), Reason.TOO_OLD),
+        ("M01", signed_payload(Reading("M01", valid.time, 1, 0, 1, 0), key("M01").account,
+                               phases={"L2": {"p_kw": 2, "q_kvar": 0, "v_pu": 1, "theta_deg": -120}}),
+         Reason.INCONSISTENT),
         (valid.meter_id, signed_payload(valid, key(valid.meter_id).account, p_kw=valid.p_kw + 1),
          Reason.DUPLICATE),
     ]  # fmt: skip

@@ -98,7 +98,7 @@ def test_up_runs_the_whole_community_and_keeps_keys_secret(tmp_path, artifacts):
             client,
             deployment,
             {
-                ("MeasurementLedger", "ReadingsRecorded"),  # simulator -> MQTT -> gateway -> chain
+                ("MeasurementLedger", "PhaseReadingsRecorded"),  # simulator -> MQTT -> gateway -> chain
                 ("CapacityLimits", "BandPublished"),  # OCM service
                 ("EnergyMarket", "OrderPlaced"),  # market agents
             },

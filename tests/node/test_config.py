@@ -110,6 +110,18 @@ def test_a_valid_file_is_read_with_its_defaults(tmp_path):
     assert (config.name, config.slot_minutes, config.terms()) == ("Test community", 15, terms)
 
 
+def test_a_meter_may_be_single_phase_on_a_b_or_c(tmp_path):
+    text = VALID.replace('bus = 1\nmember = "alice"', 'bus = 1\nmember = "alice"\nphase = "b"')
+    text = text.replace('meter = "HP-METER"', 'meter = "HP-METER"\nmeter_phase = "c"')
+    definition = load_community(
+        write(tmp_path, text.replace('member = "homes"', 'member = "homes"\nphase = "a"'))
+    )
+    assert [definition.meter_phase(m) for m in ("MA", "HP-METER", "M-BAT", "S012", "OTHER")] == [
+        "b", "c", "abc", "a", "abc"
+    ]  # fmt: skip
+    assert load_community(write(tmp_path, VALID, "plain.toml")).meter_phase("MA") == "abc"  # the default
+
+
 def test_a_minimal_file_is_enough(tmp_path):
     definition = load_community(write(tmp_path, '[community]\nname = "Tiny"\n'))
     assert (definition.slot_minutes, definition.feeder, definition.members, definition.flexibilities) == (
@@ -225,6 +237,9 @@ BAD_INPUTS = [
     ('member = "alice"', 'member = "zed"', "meters[0].member", "'zed' is not a member"),
     ("bus = 1\nmember", "bus = -1\nmember", "meters[0].bus", "must be 0..4294967295, got -1"),
     ('id = "MA"', 'id = "S001"', "meters[0].id", "'S001' is a household meter id"),
+    ("bus = 1\nmember", 'phase = "d"\nbus = 1\nmember', "meters[0].phase", "must be one of abc, a, b, c"),
+    ('member = "homes"', 'member = "homes"\nphase = "ab"', "households.phase", "must be one of abc, a, b, c"),
+    ('meter = "HP-METER"', 'meter = "HP-METER"\nmeter_phase = 2', "flexibilities[1].meter_phase", "a string"),
     ('meter = "HP-METER"', 'meter = "MA"', "flexibilities[1].meter", "meter 'MA' is already meters[0].id"),
     ('id = "HP"', 'id = "BAT"', "flexibilities[1].id", "'BAT' is already flexibilities[0].id"),
     ('kind = "battery"', 'kind = "windmill"', "flexibilities[0].kind", "must be one of battery, ev_charger"),

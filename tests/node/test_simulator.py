@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 
 from contracts import clock
+from contracts.ledger import PHASE_DISPLACEMENT_DEG, wrap_degrees
 from market.agents import EvOwner, PvProsumer, trading_round
-from node.simulation.meters import SimulatorSettings, executed_kw, load_feeder, place_meters, run_simulation
+from node.simulation.meters import (
+    SimulatorSettings,
+    executed_kw,
+    load_feeder,
+    phase_values,
+    place_meters,
+    run_simulation,
+)
 from node.simulation.profiles import Household, h0_kw
 from ocm.grid.helm import HelmSolver
 from tests.gateway.conftest import start_gateway
@@ -43,7 +51,13 @@ def test_simulated_readings_are_consistent(stack, artifacts, broker, tmp_path, t
             stack.keyring,
             gateway_settings(broker),
             topic_community,
-            SimulatorSettings(start_offset_minutes=offset, minutes=2, speed=1000, payload_form=form),
+            SimulatorSettings(
+                start_offset_minutes=offset,
+                minutes=2,
+                speed=1000,
+                payload_form=form,
+                meter_phases={"M01": "b", "M02": "c"},  # single-phase meters; the others three-phase
+            ),
             clock=lambda: now,
         )
         wait_for(lambda: gateway.stats().get("delivered", 0) == published, 60, "the simulated readings")
@@ -69,6 +83,25 @@ def test_simulated_readings_are_consistent(stack, artifacts, broker, tmp_path, t
             recorded = found[sim.meter.meter_id]
             assert recorded.v_pu == pytest.approx(flow.vm_pu[0, sim.bus_position], abs=2e-4)
             assert recorded.theta_deg == pytest.approx(flow.va_degree[0, sim.bus_position], abs=2e-2)
+            measured = [k for k, phase in enumerate(recorded.phases) if phase is not None]
+            assert measured == {"M01": [1], "M02": [2]}.get(sim.meter.meter_id, [0, 1, 2])
+            assert sum(recorded.phases[k].p_kw for k in measured) == pytest.approx(recorded.p_kw, abs=2e-3)
+            for k in measured:
+                shifted = recorded.phases[k].theta_deg - PHASE_DISPLACEMENT_DEG[k]
+                assert wrap_degrees(shifted - recorded.theta_deg) == pytest.approx(0.0, abs=1e-5)
+                assert recorded.phases[k].v_pu == recorded.v_pu  # the feeder's load flow is balanced
+
+
+def test_phase_values_split_a_three_phase_meter_and_put_a_single_phase_one_on_its_phase():
+    three = phase_values("abc", 3.0, 0.3, 1.01, 179.0)
+    assert [ph.p_kw for ph in three] == [1.0, 1.0, 1.0] and [ph.q_kvar for ph in three] == [0.1] * 3
+    assert [ph.theta_deg for ph in three] == [179.0, 59.0, -61.0]  # L3: 179° + 120° wrapped
+    on_c = phase_values("c", 2.0, -0.5, 0.99, -1.0)
+    assert on_c[:2] == (None, None) and (on_c[2].p_kw, on_c[2].q_kvar, on_c[2].theta_deg) == (
+        2.0,
+        -0.5,
+        119.0,
+    )
 
 
 def test_a_flexibility_meter_reports_its_trades_as_average_power_inside_the_band(env):  # noqa: F811

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import pytest
 
@@ -11,3 +12,12 @@ import pytest
 def _seeded_python_random():
     """pandapower's Kerber networks draw line types from ``random``: make them reproducible."""
     random.seed(20240611)
+
+
+@pytest.fixture
+def quiet_warnings():
+    """pandapower's own warnings (deprecations, numba) off; used by the modules that drive it
+    (``pytestmark = pytest.mark.usefixtures("quiet_warnings")``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -4,8 +4,6 @@ objective against SLSQP with ``runpp`` as the load flow (``ocm.reference``)."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,7 @@ from ocm.case import case_from_pandapower
 from ocm.examples import cigre_lv_with_flexibilities, kerber_dorfnetz_with_flexibilities
 from ocm.reference import check_schedules, pandapower_optimum
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("quiet_warnings")]
 GAP_LIMIT = 0.005  # relative to the independent optimum
 
 
@@ -29,13 +27,6 @@ FEEDERS = {
     "cigre_pv": lambda: pv_heavy(cigre_lv_with_flexibilities(count=12, seed=4, load_scaling=0.2)),
     "kerber_pv": lambda: pv_heavy(kerber_dorfnetz_with_flexibilities(count=12, seed=7, load_scaling=0.2)),
 }
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 @pytest.fixture(scope="module", params=list(FEEDERS))

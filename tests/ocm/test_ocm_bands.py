@@ -3,8 +3,6 @@ infeasible operating points, determinism and the per-step API."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandapower as pp
 import pytest
@@ -17,11 +15,7 @@ from ocm.problem import OperatingPoint
 VOLTAGE_TOLERANCE_PU = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def solve(net, objective="sum", seed=0, **kwargs):
@@ -164,13 +158,14 @@ def test_the_json_document_has_exactly_the_published_fields(paper_results):
         "seconds",
     }
     assert [set(f) for f in document["flexibilities"]] == [
-        {"element", "index", "bus", "name", "p_min_kw", "p_max_kw"}
+        {"element", "index", "bus", "name", "phase", "p_min_kw", "p_max_kw"}
     ] * 2
     assert document["flexibilities"][0] | {"p_max_kw": 0} == {
         "element": "load",
         "index": 2,
         "bus": 3,
         "name": "CS01",
+        "phase": "abc",
         "p_min_kw": 0.0,
         "p_max_kw": 0,
     }

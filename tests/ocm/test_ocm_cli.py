@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pandapower as pp
@@ -19,12 +18,7 @@ from node.cli.errors import CliError
 from ocm.examples import paper_test_feeder
 from tests.ocm.test_ocm_timeseries import HIGH_UL01, STEPS, paper_profile_frame
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def lec_ocm(capsys, *arguments: str) -> tuple[int, str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandapower as pp
@@ -15,12 +14,7 @@ from ocm.problem import Limits
 from tests.ocm.helpers import native_from_pandapower
 from tests.ocm.networks import radial_feeder
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def flexible_feeder():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from deap import creator
@@ -15,12 +13,7 @@ from ocm.objectives import Objective
 from ocm.optimizer import GaSettings, Subproblem, local_search, optimise
 from ocm.problem import GridConstraints
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def paper_subproblem(name="sum", direction=+1, ul01_kw=8.0) -> Subproblem:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandapower as pp
 import pandas as pd
@@ -14,12 +12,7 @@ from ocm.examples import place_flexibilities
 from ocm.profiles import ProfileError, profiles_from_frame, read_profiles, simbench_profiles, write_profiles
 from tests.ocm.test_ocm_flexibility import flexible_feeder
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandapower as pp
@@ -15,12 +14,7 @@ from ocm.profiles import ProfileError, profiles_from_frame
 from tests.ocm.networks import radial_feeder
 from tests.ocm.test_ocm_cli import lec_ocm
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def pv_street(mode: str):

@@ -11,8 +11,6 @@ inside them, run through pandapower with the control, keep every limit.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
@@ -29,17 +27,10 @@ from ocm.grid.reactive import COSPHI_P_DEFAULTS, QV_DEFAULTS
 from ocm.problem import GridConstraints, Limits
 from ocm.seeding import seeded_python_random
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("quiet_warnings")]
 V_AGREEMENT_PU = 1e-5
 Q_AGREEMENT_KVAR = 0.01
 Q_ERROR_MVAR = 1e-9
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _parameters(row, defaults: dict) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -20,11 +19,7 @@ STEPS = 30
 HIGH_UL01 = range(12, 16)  # steps with UL01 beyond what the feeder can carry
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def paper_profile_frame() -> pd.DataFrame:

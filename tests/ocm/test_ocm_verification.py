@@ -3,8 +3,6 @@ limits when a schedule inside the box exceeds one, and the shrinking fallback.""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -14,12 +12,7 @@ from ocm.examples import kerber_dorfnetz_with_flexibilities, paper_test_feeder
 from ocm.reference import check_schedules
 from ocm.verification import shrink_band, verify_band
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from contracts import clock
 from contracts.client import ChainError
 from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
-from contracts.ledger import Reading
+from contracts.ledger import PhaseReading, Reading
 from contracts.limits import BandSource
 from contracts.registry import Flexibility, FlexKind, Meter, Role
 from node.embedded import open_embedded_chain
@@ -418,3 +418,34 @@ def test_bands_are_published_again_only_when_the_envelope_or_the_horizon_require
     moved = service.cycle(now + 17)
     assert moved.published and moved.left_envelope
     assert sum(moved.result.p_max_kw) < sum(first.result.p_max_kw)
+
+
+def test_the_operating_point_keeps_per_phase_bus_loads_next_to_the_balanced_ones(deployed, feeder_file):
+    """Issue 17 part 4: phase-resolved readings give their phases, a plain reading of a meter
+    configured single-phase goes whole on its phase, unmeasured buses are split evenly; the
+    balanced operating point is what it was."""
+    _, community, keyring = deployed
+    now = chain_minute(community)
+    phases = (PhaseReading(4.0, 0.4, 0.99, 0.0), None, PhaseReading(2.0, -0.1, 0.99, 120.0))
+    community.ledger.record_readings(
+        keyring["gateway"], [Reading("UL01", clock.minute_start(now - 1), 6.0, 0.3, 0.99, 0.0, phases)]
+    )
+    community.ledger.record_readings(
+        keyring["gateway"], [Reading("UL02", clock.minute_start(now - 1), 9.0, 0.6, 0.98, 0.0)]
+    )
+    service = OcmService(
+        community, keyring["ocm"], read_network_tables(feeder_file[0]), meter_phases={"UL02": "b"}
+    )
+    meters, flex_meters, _ = service.registry_view()
+    service.collect_readings()
+    point, measured, stale = service.operating_point(now, meters, flex_meters)
+    assert measured == 2 and stale == []
+    ul01, ul02 = service.grid.bus_positions([meters["UL01"], meters["UL02"]])
+    np.testing.assert_allclose(service.p_phase_kw[ul01], [4.0, 0.0, 2.0])
+    np.testing.assert_allclose(service.q_phase_kvar[ul01], [0.4, 0.0, -0.1])
+    np.testing.assert_allclose(service.p_phase_kw[ul02], [0.0, 9.0, 0.0])
+    assert (point.p_kw[ul01], point.p_kw[ul02]) == (6.0, 9.0), "the balanced loads: the readings' totals"
+    others = np.ones(service.grid.n_bus, dtype=bool)
+    others[[ul01, ul02]] = False
+    np.testing.assert_allclose(service.p_phase_kw[others], np.repeat(point.p_kw[others, None] / 3, 3, axis=1))
+    np.testing.assert_allclose(service.q_phase_kvar.sum(axis=1)[others], point.q_kvar[others])

@@ -147,7 +147,7 @@ def router(context: ApiContext) -> APIRouter:
             (r for m in chosen for r in views.readings.get(m, ()) if r.time >= oldest),
             key=lambda r: (r.time, r.meter_id),
         )
-        return [ReadingInfo(**reading.__dict__) for reading in limited(found, limit)]
+        return [ReadingInfo.of(reading) for reading in limited(found, limit)]
 
     @api.get(
         "/me/statements", response_model=list[Statement], summary="My settlement statements, newest last"

@@ -18,7 +18,7 @@ from contracts.accounts import Keyring
 from contracts.client import ChainClient, Signer
 from contracts.community import Community
 from contracts.deploy import CommunityConfig, deploy_community
-from contracts.ledger import Reading
+from contracts.ledger import PhaseReading, Reading
 from contracts.limits import Band
 from contracts.registry import Flexibility, FlexKind, Meter, Role
 from gateway.api.app import create_app
@@ -41,6 +41,19 @@ FLEXIBILITIES = (
     Flexibility("EV01", "bob", 4, FlexKind.EV_CHARGER, 0.0, 11.0, 1, "M-EV01"),
 )
 HOUSE_METERS = (("M-A", 3, "alice"), ("M-B", 4, "bob"))
+
+
+def phase_readings(start: int) -> list[Reading]:
+    """M-A's readings of 6 and 7 minutes before ``start``: three phases, then L2 alone."""
+    three = tuple(PhaseReading(0.4, 0.05, 0.998, -0.5 + shift) for shift in (0.0, -120.0, 120.0))
+    return [
+        Reading("M-A", start - 360, 1.2, 0.15, 0.998, -0.5, three),
+        Reading(
+            "M-A", start - 420, 0.9, 0.0, 0.997, -0.5, (None, PhaseReading(0.9, 0.0, 0.997, -120.5), None)
+        ),
+    ]
+
+
 SECRET = b"\x07" * 32
 BAND_S = 2 * 3600  # bands are published for the next two hours
 MINUTE_MARGIN_S = 20  # set-up transactions for "this minute" need this much of it left
@@ -122,6 +135,7 @@ def world(artifacts, tmp_path_factory) -> Iterator[World]:
         for back in range(1, 6)
     ]
     community.ledger.record_readings(keyring["gateway"], readings)
+    community.ledger.record_readings(keyring["gateway"], phase_readings(start))
     context = ApiContext(
         community,
         SECRET,

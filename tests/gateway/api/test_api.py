@@ -345,6 +345,14 @@ def test_a_member_reads_only_her_own_meters(api, world, alice):
     is_problem(api.get("/v1/me/readings", params={"meter_id": "M-B"}, headers=alice), 404)
 
 
+def test_readings_show_the_phases_a_meter_measures(api, world, alice):
+    readings = {r["time"]: r for r in api.get("/v1/me/readings", params={"since": 0}, headers=alice).json()}
+    single, three = (readings[t] for t in sorted(readings)[:2])  # 7 and 6 minutes back: L2 alone, then L1-L3
+    assert single["phases"] == {"L2": {"p_kw": 0.9, "q_kvar": 0.0, "v_pu": 0.997, "theta_deg": -120.5}}
+    assert sorted(three["phases"]) == ["L1", "L2", "L3"] and three["phases"]["L3"]["theta_deg"] == 119.5
+    assert [r["phases"] for r in readings.values()].count(None) == len(readings) - 2, "plain: null"
+
+
 # -------------------------------------------------------------- bad input
 
 

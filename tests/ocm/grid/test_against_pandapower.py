@@ -33,11 +33,7 @@ NETWORKS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _quiet_pandapower():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 @pytest.mark.parametrize("name", NETWORKS)

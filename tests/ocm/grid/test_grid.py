@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
@@ -13,12 +11,7 @@ from ocm.grid.model import COMPUTED, UNDEFINED, ZERO
 from ocm.grid.network_io import grid_from_pandapower
 from tests.ocm.networks import feature_network, meshed_network
 
-
-@pytest.fixture(autouse=True)
-def _quiet_pandapower():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 @pytest.fixture(scope="module")

@@ -222,8 +222,8 @@ def test_sparse_lu_kernel_solves_like_scipy():
     a = sp.random(n, n, density=0.1, random_state=5) + 1j * sp.random(n, n, density=0.1, random_state=6)
     a = (a + sp.diags(5 + rng.uniform(0, 1, n))).tocsr()
     rhs = rng.normal(size=(n, 7)) + 1j * rng.normal(size=(n, 7))
-    from ocm.grid.helm import _factorise
+    from ocm.grid.helm import factorise
 
     out = np.empty_like(rhs)
-    helm_kernels.lu_solve(*_factorise(a), rhs, out)
+    helm_kernels.lu_solve(*factorise(a), rhs, out)
     np.testing.assert_allclose(out, spla.spsolve(a.tocsc(), rhs), rtol=0, atol=1e-12)

@@ -8,7 +8,6 @@ import copy
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pandapower as pp
@@ -29,11 +28,7 @@ from tests.ocm.networks import feature_network
 LEC = Path(sys.executable).parent / "lec"
 
 
-@pytest.fixture(autouse=True)
-def _quiet_pandapower():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def lec_loadflow(*arguments: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandapower as pp
@@ -15,12 +14,7 @@ from ocm.grid.network_io import grid_from_pandapower, read_network
 from tests.ocm.helpers import assert_matches_pandapower, run_pandapower
 from tests.ocm.networks import feature_network, radial_feeder
 
-
-@pytest.fixture(autouse=True)
-def _quiet_pandapower():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def small_net():

@@ -4,7 +4,6 @@ columns in both file formats, clear errors, and the fixed-point load flow."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandapower as pp
@@ -21,12 +20,7 @@ from ocm.problem import COLLAPSE_VIOLATION, GridConstraints, OperatingPoint
 from tests.ocm.helpers import native_from_pandapower
 from tests.ocm.networks import radial_feeder
 
-
-@pytest.fixture(autouse=True)
-def _quiet_pandapower():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def pv_feeder(modes=("qv", "cosphi_p", "qv"), pv_kw=(40.0, 30.0, 45.0)):
