@@ -48,7 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,27 +141,25 @@ class OcmService:
         self._kinds: dict[str, str] = {}  # flex id → "battery", "ev_charger", ...
         self._flex_meters: dict[str, str] = {}  # meter id → flex id
         self.meter_phases = dict(meter_phases or {})
-        self.grid3 = _three_phase_grid(tables, self.meter_phases, three_phase)
-        self.grid = build_grid(tables) if self.grid3 is None else self.grid3.balanced
-        # factorised once, shared by every OcmProblem
-        self._solver = HelmSolver(self.grid) if self.grid3 is None else Helm3phSolver(self.grid3)
-        self._bare: GridConstraints | None = None  # the status's load flows without flexibilities
+        grid3 = _three_phase_grid(tables, self.meter_phases, three_phase)
+        self.grid = build_grid(tables) if grid3 is None else grid3.balanced
         own = flexible_load_by_bus(
             tables, self.grid, flexibilities_from_tables(tables, self.grid, allow_none=True)
         )
-        if self.grid3 is None:
+        if grid3 is None:
+            self.grid3 = None
             self.forecast = OperatingPoint(self.grid.base_load_kw - own, self.grid.base_load_kvar.copy())
             self._phase_forecast = balanced_phase_loads(self.forecast.p_kw, self.forecast.q_kvar)
         else:  # the network file's loads per phase (a flexibility's own load was spread evenly)
-            self._phase_forecast = (
-                self.grid3.base_load_kw - own[:, None] / 3,
-                self.grid3.base_load_kvar.copy(),
-            )
-            self.forecast = OperatingPoint(
-                self._phase_forecast[0].sum(axis=1), self._phase_forecast[1].sum(axis=1)
-            )
+            self.grid3, wye_kw, wye_kvar = _delta_as_wye(grid3)
+            self._phase_forecast = (wye_kw - own[:, None] / 3, wye_kvar)
+            self.forecast = OperatingPoint(wye_kw.sum(axis=1) - own, wye_kvar.sum(axis=1))
+        # factorised once, shared by every OcmProblem
+        self._solver = HelmSolver(self.grid) if self.grid3 is None else Helm3phSolver(self.grid3)
+        self._bare: GridConstraints | None = None  # the status's load flows without flexibilities
         self._latest: dict[str, Reading] = {}
-        self.history = BusHistory(self.grid.n_bus)
+        # the measured loads per bus, or, three-phase, per bus and phase (bus-major columns)
+        self.history = BusHistory(self.grid.n_bus * (1 if self.grid3 is None else 3))
         self._measured = np.zeros(self.grid.n_bus, dtype=bool)  # buses measured this cycle
         self._model: ForecastModel | None = None
         self._fitted_minute: int | None = None
@@ -299,11 +297,12 @@ class OcmService:
         """Records the measured point and forecasts the horizon after ``now_minute``: with the
         learnt envelope once the history allows, else the point held (no envelope)."""
         s = self.settings
-        self.history.record(now_minute, point.p_kw, self._measured)
+        values, measured = self._columns(point)
+        self.history.record(now_minute, values, measured)
         due = self._fitted_minute is None or now_minute - self._fitted_minute >= s.refit_minutes
         if due and len(self.history) >= s.horizon_minutes + 2:
             self._model = ForecastModel.fit(
-                self.history.table(self.forecast.p_kw),
+                self.history.table(self._network_forecast()),
                 steps_per_day=MINUTES_PER_DAY,
                 horizon=s.horizon_minutes,
                 probability=s.probability,
@@ -319,8 +318,8 @@ class OcmService:
                 100 * self._model.coverage,
             )
         if self._model is None:
-            return persistence(point.p_kw, s.horizon_minutes)
-        return self._model.forecast(point.p_kw, now_minute % MINUTES_PER_DAY)
+            return persistence(values, s.horizon_minutes)
+        return self._model.forecast(values, now_minute % MINUTES_PER_DAY)
 
     def metered_flexibility_kw(
         self, now_minute: int, meters: dict[str, int], flex_meters: dict[str, str], flexibilities
@@ -382,7 +381,7 @@ class OcmService:
                 _some_of(stale),
             )
         s = self.settings
-        scenarios = self._for_problem(forecast.point(point.q_kvar), point)
+        scenarios = self._for_problem(forecast.point(self._columns(point, reactive=True)[0]))
         low, high = self._device_limits(flexibilities)
         why = self._republish_reason(now_minute, flexibilities, low, high, outcome.left_envelope)
         if why is None:
@@ -406,7 +405,7 @@ class OcmService:
         outcome.result = result
         if s.safety_price and scenarios.scenarios > 1 and result.feasible:
             central = self._problem.solve(
-                self._for_problem(forecast.central_point(point.q_kvar), point),
+                self._for_problem(forecast.central_point(self._columns(point, reactive=True)[0])),
                 objective=s.objective,
                 seed=s.seed,
                 p_low_kw=low,
@@ -492,8 +491,10 @@ class OcmService:
         forecast = self._last_forecast
         if forecast.probability <= 0:
             return []
-        measured = np.where(self._measured, point.p_kw, np.nan)
-        buses = [int(self.grid.bus_ids[k]) for k in forecast.outside(measured)]
+        values, measured = self._columns(point)
+        columns = forecast.outside(np.where(measured, values, np.nan))
+        per_column = 1 if self.grid3 is None else 3  # three-phase: a bus has three columns
+        buses = [int(self.grid.bus_ids[k]) for k in np.unique(columns // per_column)]
         if buses:
             log.warning(
                 "the measured load of %d buses left the forecast envelope (e.g. bus %s); the bands "
@@ -580,15 +581,24 @@ class OcmService:
             return GridConstraints(self.grid, flexibilities, solver=self._solver)
         return PhaseConstraints(self.grid3, flexibilities, solver=self._solver)
 
-    def _for_problem(self, scenarios: OperatingPoint, point: OperatingPoint) -> OperatingPoint:
-        """The forecast scenarios as the problem takes them: per bus, or, three-phase, per bus
-        and phase (the measured phases, each scenario's change of a bus spread evenly)."""
+    def _network_forecast(self) -> np.ndarray:
+        """The network file's load in the history's columns (for minutes not measured)."""
+        return self.forecast.p_kw if self.grid3 is None else self._phase_forecast[0].ravel()
+
+    def _columns(self, point: OperatingPoint, reactive: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """What the history and the forecast work on, and which of it was measured: the
+        point's load per bus, or, three-phase, the measured phases per bus and phase."""
+        if self.grid3 is None:
+            return (point.q_kvar if reactive else point.p_kw), self._measured
+        values = self.q_phase_kvar if reactive else self.p_phase_kw
+        return values.ravel(), np.repeat(self._measured, 3)
+
+    def _for_problem(self, scenarios: OperatingPoint) -> OperatingPoint:
+        """The forecast scenarios as the problem takes them: per bus, or per bus and phase."""
         if self.grid3 is None:
             return scenarios
-        change = np.atleast_2d(scenarios.p_kw) - point.p_kw[None, :]
-        p = self.p_phase_kw[None, :, :] + change[:, :, None] / 3
-        q = np.broadcast_to(self.q_phase_kvar, p.shape).copy()
-        return OperatingPoint(p, q)
+        shape = (-1, self.grid.n_bus, 3)
+        return OperatingPoint(np.reshape(scenarios.p_kw, shape), np.reshape(scenarios.q_kvar, shape))
 
     def _prepare_problem(self, flexibilities: list[Flexibility]) -> None:
         definitions = tuple(flexibilities)
@@ -640,6 +650,17 @@ def _three_phase_grid(tables: NetworkTables, meter_phases: Mapping[str, str], wa
         return None
     log.info("three-phase OCM: limits per phase voltage, phase conductor and voltage unbalance")
     return grid3
+
+
+def _delta_as_wye(grid3):
+    """The grid without delta loads, and its loads per phase with each delta load split half
+    and half onto its two phases: measured readings replace a bus's loads, the delta ones too."""
+    p, q = grid3.base_load_kw.copy(), grid3.base_load_kvar.copy()
+    for wye, delta in ((p, grid3.base_delta_kw), (q, grid3.base_delta_kvar)):
+        ab, bc, ca = delta.T
+        wye += np.stack([ab + ca, ab + bc, bc + ca], axis=1) / 2
+    zeros = np.zeros_like(grid3.base_delta_kw)
+    return replace(grid3, base_delta_kw=zeros, base_delta_kvar=zeros.copy()), p, q
 
 
 def _same(a, b) -> bool:

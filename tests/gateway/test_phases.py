@@ -84,7 +84,8 @@ def test_phase_readings_reach_the_chain_next_to_plain_ones_and_bad_ones_are_answ
         for reading in good:
             assert on_chain[(reading.meter_id, reading.time)] == reading
         assert not any(recorded(stack.community, [("M33", t) for t in minutes]))
-        assert gateway.stats()["delivered"] == len(good)
+        # the chain has them; the gateway counts them once it has settled their receipts
+        wait_for(lambda: gateway.stats()["delivered"] == len(good), 30, "the gateway to count the deliveries")
     finally:
         publisher.close()
         gateway.stop()

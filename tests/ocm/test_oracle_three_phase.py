@@ -158,3 +158,21 @@ def test_oracle_command_line_phase_options(tmp_path, feeder, capsys):
         main(["oracle", "run", str(balanced_only), "--three-phase", "yes", "--data-dir", str(tmp_path)]) == 2
     )
     assert "line table lacks the column(s) r0_ohm_per_km" in capsys.readouterr().err
+
+
+def test_the_forecast_and_its_envelope_are_per_phase(deployed, feeder):
+    community, _, houses = deployed
+    now = clock.minute_of(community.client.latest_timestamp())
+    oracle = service(deployed, feeder)
+    n = oracle.grid.n_bus
+    measured = np.isin(oracle.grid.bus_ids, houses)
+    rng = np.random.default_rng(3)
+    for minute in range(now - 40, now):  # 40 minutes: phase a's load varies far more than b's
+        p = np.zeros((n, 3))
+        p[measured] = np.array(HOUSE_KW) + rng.normal(0.0, [0.25, 0.02, 0.08], (measured.sum(), 3))
+        oracle.history.record(minute, p.ravel(), np.repeat(measured, 3))
+    outcome = oracle.cycle(now)
+    assert outcome.published and outcome.result.verification.passed, outcome.reason
+    assert outcome.forecast.method == "persistence" and outcome.forecast.probability >= 0.99
+    width = (outcome.forecast.high_kw - outcome.forecast.low_kw).reshape(n, 3)[measured].mean(axis=0)
+    assert width[0] > 3 * width[1]  # phase a's envelope is the wide one

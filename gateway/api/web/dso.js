@@ -351,6 +351,7 @@ function feederSvg({ feeder, ocm }, width) {
     const tip = [
       `${bus.name} (bus ${bus.bus}, ${num(bus.vn_kv, 2)} kV)`,
       status ? `voltage ${num(status.vm_pu, 4)} pu now, ${num(status.vm_pu_at_pmin, 4)} at P_min, ${num(status.vm_pu_at_pmax, 4)} at P_max (limits ${num(voltage.lo, 3)}…${num(voltage.hi, 3)})` : "no voltage yet",
+      Array.isArray(status?.vm_phase_pu) ? `phases ${["L1", "L2", "L3"].map((name, k) => `${name} ${num(status.vm_phase_pu[k], 4)}`).join(", ")} pu, unbalance ${num(status.unbalance_percent, 2)} %` : null,
       meters.length ? `meters ${meters.join(", ")}` : null,
       flexes.length ? `flexibilities ${flexes.map((f) => f.flex_id).join(", ")}` : null,
     ].filter(Boolean).join("; ");
@@ -376,10 +377,17 @@ function feederSvg({ feeder, ocm }, width) {
   return root;
 }
 
+// three-phase OCM (docs/three-phase.md): each phase's voltage now and the voltage unbalance
+const PHASE_COLUMNS = [
+  ...["L1", "L2", "L3"].map((label, k) => ({ label, value: (s) => num(s?.vm_phase_pu?.[k], 4), num: true })),
+  { label: "Unbal. %", value: (s) => num(s?.unbalance_percent, 2), num: true },
+];
+
 function renderFeederTable() {
   const { feeder, ocm } = { feeder: state.feeder, ocm: state.ocm };
   const busStatus = new Map((ocm?.buses ?? []).map((b) => [b.bus, b]));
   const branchStatus = new Map((ocm?.branches ?? []).map((b) => [`${b.kind}:${b.index}`, b]));
+  const threePhase = (ocm?.buses ?? []).some((b) => Array.isArray(b.vm_phase_pu));
   renderIfChanged($("#feeder-table"), { feeder, ocm: ocm ? { b: ocm.buses, l: ocm.branches } : null }, () => [
     table({
       caption: "Bus voltages (pu)",
@@ -389,6 +397,7 @@ function renderFeederTable() {
         { label: "Now", value: (b) => num(busStatus.get(b.bus)?.vm_pu, 4), num: true },
         { label: "At P min", value: (b) => num(busStatus.get(b.bus)?.vm_pu_at_pmin, 4), num: true },
         { label: "At P max", value: (b) => num(busStatus.get(b.bus)?.vm_pu_at_pmax, 4), num: true },
+        ...(threePhase ? PHASE_COLUMNS.map((column) => ({ ...column, value: (b) => column.value(busStatus.get(b.bus)) })) : []),
       ],
     }),
     table({

@@ -47,6 +47,9 @@ def ocm_status(world, minute: int) -> dict:
             "vm_pu_at_pmin": round(1.0 + 0.004 * bus.bus, 4),
             "min_vm_pu": 0.95,
             "max_vm_pu": 1.05,
+            # a three-phase OCM (docs/three-phase.md): phase a carries more load than b and c
+            "vm_phase_pu": [round(1.0 - 0.010 * bus.bus, 4), round(1.0 - 0.007 * bus.bus, 4), 1.0],
+            "unbalance_percent": round(0.2 * bus.bus, 2),
         }
         for bus in feeder.buses
     ]
@@ -228,5 +231,6 @@ def test_member_and_dso_pages(world, served, tmp_path):
     assert order_id not in {o.order_id for o in market.open_orders(slot, Side.BUY)}
     assert seen["feeder_buses"] == len(world.context.feeder.buses)
     assert seen["band_charts"] == 2  # BAT01 and EV01
+    assert seen["phase_columns"] == ["L1", "L2", "L3", "Unbal. %"]
     for name in ("member.png", "dso.png"):
         assert (SCREENSHOTS / name).stat().st_size > 10_000

@@ -191,6 +191,11 @@ async function dsoPage(browser) {
   seen.feeder_branches = await feeder.locator(".branch").count();
   assert(seen.feeder_buses > 0, "the feeder drawing has no buses");
   await page.getByText(/Feasible/).first().waitFor();
+  await page.getByText("Buses and branches as a table").click();  // the table is folded away
+  const busTable = page.getByRole("table", { name: "Bus voltages (pu)" });
+  await busTable.getByRole("columnheader", { name: "L1" }).waitFor();
+  seen.phase_columns = (await busTable.getByRole("columnheader").allTextContents()).slice(4);
+  await page.getByText("Buses and branches as a table").click();  // folded again for the screenshot
 
   const bands = page.locator("#dso-bands");
   await bands.getByRole("img", { name: /Band of / }).first().waitFor();
