@@ -107,9 +107,12 @@ def start_gateway(
     signer: Signer | None = None,
     name: str = "gateway",
     share_group: str | None = None,
+    max_backlog: int | None = None,
     **submitter: object,
 ) -> GatewayService:
-    """A gateway of its own chain connection; ``submitter`` are ``SubmitterSettings`` fields."""
+    """A gateway of its own chain connection; ``submitter`` are ``SubmitterSettings`` fields.
+    ``max_backlog`` is set before the gateway starts taking messages (set later, a batch taken
+    under the default bound could overshoot it)."""
     client = ChainClient.connect(stack.url, artifacts)
     community = Community(client, stack.community.deployment)
     service = GatewayService(
@@ -121,5 +124,6 @@ def start_gateway(
         submitter_settings=SubmitterSettings(**submitter),
         name=name,
         share_group=share_group,
+        **({} if max_backlog is None else {"max_backlog": max_backlog}),
     ).start()
     return service

@@ -69,8 +69,7 @@ def test_overload_is_held_in_the_broker_and_loses_and_doubles_nothing(
     first_block = stack.head_block()
     settings = MqttSettings.from_url(mosquitto.gateway_url)
     gateway = start_gateway(stack, artifacts, tmp_path / "q.sqlite", settings, topic_community,
-                            max_batch=20, max_in_flight=1)  # fmt: skip
-    gateway.max_backlog = max_backlog
+                            max_backlog=max_backlog, max_batch=20, max_in_flight=1)  # fmt: skip
     queued_seen = []
     done = threading.Event()
 
