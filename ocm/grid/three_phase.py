@@ -343,7 +343,7 @@ def _phase_loads(t: NetworkTables, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
             [values[f"p_{p}_mw"] + 1j * _column(table, f"q_{p}_mvar", 0.0) for p in PHASES], axis=1
         )
         power = sign * power * _column(table, "scaling", 1.0)[:, None] * 1e3
-        is_delta = _is_delta(table)
+        is_delta = _is_delta(table, name)
         unknown_bus = ~table["bus"].isin(grid.all_bus_ids)
         if unknown_bus.any():
             raise NetworkError(f"{name} {_list(table.index[unknown_bus])}: bus refers to a missing bus")
@@ -365,8 +365,16 @@ def _column(table: pd.DataFrame, column: str, default: float) -> np.ndarray:
     return pd.to_numeric(table[column], errors="coerce").fillna(default).to_numpy(float)
 
 
-def _is_delta(table: pd.DataFrame) -> np.ndarray:
-    """Whether each element is connected between phases (pandapower's ``type == "delta"``)."""
+def _is_delta(table: pd.DataFrame, strict: str | None = None) -> np.ndarray:
+    """Whether each element is connected between phases (pandapower's ``type == "delta"``).
+
+    With ``strict`` (the table's name) a type other than "wye" or "delta" is an error: in the
+    asymmetric tables it says how the phases are connected. (In ``load`` and ``sgen`` it may
+    name the kind of element, e.g. "PV"; those count as wye.)"""
     if "type" not in table:
         return np.zeros(len(table), bool)
-    return (table["type"].astype(str).str.lower() == "delta").to_numpy()
+    kind = table["type"].astype(object).where(table["type"].notna(), "wye").astype(str).str.lower()
+    if strict is not None and not kind.isin(["wye", "delta"]).all():
+        bad = ~kind.isin(["wye", "delta"])
+        raise NetworkError(f"{strict} {_list(table.index[bad])}: type must be 'wye' or 'delta'")
+    return (kind == "delta").to_numpy()

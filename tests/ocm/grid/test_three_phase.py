@@ -120,6 +120,7 @@ def test_beyond_collapse_there_is_no_solution_and_it_says_so():
         (lambda net: net.ext_grid.drop(columns="s_sc_max_mva", inplace=True), "lacks.*s_sc_max_mva"),
         (lambda net: pp.create_shunt(net, 3, q_mvar=0.01), "shunt elements are not supported"),
         (lambda net: pp.create_asymmetric_load(net, 3, p_a_mw=np.nan), "p_a_mw must be a finite number"),
+        (lambda net: pp.create_asymmetric_load(net, 3, p_a_mw=0.001, type="star"), "type must be 'wye' or"),
     ],
 )  # fmt: skip
 def test_bad_three_phase_data_is_refused_naming_what_is_wrong(change, message):
